@@ -1,0 +1,43 @@
+//! The admin listener: `/healthz`, `/readyz` and `/metrics`, kept apart from the ingress so that
+//! it is not exposed to webhook senders.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::health::Health;
+use crate::metrics::Metrics;
+
+pub struct Admin {
+    pub health: Arc<Health>,
+    pub metrics: Metrics,
+}
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// The process is alive and serving HTTP.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// Whether webhooks should be routed here; 503 with the reasons when not.
+async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
+    let reasons = admin.health.reasons();
+    if reasons.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ready" }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({ "status": "not_ready", "reasons": reasons }))
+    }
+}
+
+async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(admin.metrics.render())
+}

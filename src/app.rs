@@ -1,0 +1,260 @@
+//! The running relay: builds every part from a [`Config`], binds both listeners, and shuts down
+//! in order (not ready → stop accepting → finish in-flight requests → flush the producer).
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+
+use crate::admin::{self, Admin};
+use crate::config::{AckMode, Config};
+use crate::health::{Health, KafkaState};
+use crate::ingress::{self, Ingress};
+use crate::metrics::Metrics;
+use crate::publisher::Publisher;
+use crate::topics::{Topics, Watcher};
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("these Kafka topics do not exist: {}. Create them, or set kafka.create_topics = true", .0.join(", "))]
+    MissingTopics(Vec<String>),
+    #[error("cannot create the Kafka producer: {0}")]
+    Producer(rdkafka::error::KafkaError),
+    #[error("cannot create the missing Kafka topics: {0}")]
+    CreateTopics(String),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+pub struct Application {
+    config: Config,
+    ingress: Server,
+    admin: Server,
+    ingress_port: u16,
+    admin_port: u16,
+    publisher: Arc<Publisher>,
+    health: Arc<Health>,
+    watcher: Watcher,
+}
+
+impl Application {
+    /// Creates the producer, checks (or creates) the topics, and binds both listeners.
+    /// A port of 0 in the configuration binds a free port; see [`Application::port`].
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        let metrics = Metrics::new();
+        let publisher = Arc::new(Publisher::new(&config).map_err(StartupError::Producer)?);
+        let mut required: Vec<String> = config
+            .sources
+            .iter()
+            .filter_map(|source| source.known_topics())
+            .flatten()
+            .collect();
+        required.sort();
+        required.dedup();
+        let topics = Arc::new(Topics::new(required));
+        let outage_blocks = config
+            .sources
+            .iter()
+            .any(|source| source.ack == AckMode::Broker);
+        let health = Arc::new(Health::new(outage_blocks, metrics.ready.clone()));
+
+        match check_topics(&topics, &publisher, &health, &config).await {
+            KafkaState::MissingTopics(missing) if config.kafka.create_topics => {
+                publisher
+                    .create_topics(
+                        &missing,
+                        config.kafka.topic_partitions,
+                        config.kafka.topic_replication,
+                        config.metadata_timeout(),
+                    )
+                    .await
+                    .map_err(StartupError::CreateTopics)?;
+                tracing::info!(topics = missing.join(", "), "created missing topics");
+                if let KafkaState::MissingTopics(still) =
+                    check_topics(&topics, &publisher, &health, &config).await
+                {
+                    return Err(StartupError::MissingTopics(still));
+                }
+            }
+            KafkaState::MissingTopics(missing) => return Err(StartupError::MissingTopics(missing)),
+            KafkaState::NotYetReached(reason) | KafkaState::Unreachable(reason) => {
+                tracing::warn!(reason, "Kafka metadata unreachable at start; not ready until it is")
+            }
+            KafkaState::Ok => {}
+        }
+
+        let ingress_state = web::Data::new(Ingress::new(
+            &config,
+            publisher.clone(),
+            topics.clone(),
+            health.clone(),
+            metrics.clone(),
+        ));
+        let (ingress_listener, ingress_port) = bind(config.server.listen)?;
+        let workers = match config.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let shutdown_secs = config.shutdown_timeout().as_secs().max(1);
+        let ingress = HttpServer::new(move || {
+            App::new()
+                .app_data(ingress_state.clone())
+                .configure(ingress::routes)
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(shutdown_secs)
+        .listen(ingress_listener)
+        .map_err(|source| StartupError::Bind {
+            address: config.server.listen,
+            source,
+        })?
+        .run();
+
+        let admin_state = web::Data::new(Admin {
+            health: health.clone(),
+            metrics,
+        });
+        let (admin_listener, admin_port) = bind(config.server.admin_listen)?;
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(admin_state.clone())
+                .configure(admin::routes)
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(admin_listener)
+        .map_err(|source| StartupError::Bind {
+            address: config.server.admin_listen,
+            source,
+        })?
+        .run();
+
+        let watcher = Watcher::spawn(
+            topics,
+            publisher.clone(),
+            health.clone(),
+            config.metadata_timeout(),
+        )
+        .map_err(StartupError::Thread)?;
+
+        Ok(Application {
+            config,
+            ingress,
+            admin,
+            ingress_port,
+            admin_port,
+            publisher,
+            health,
+            watcher,
+        })
+    }
+
+    /// The ingress port actually bound.
+    pub fn port(&self) -> u16 {
+        self.ingress_port
+    }
+
+    /// The admin port actually bound.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// Serves until `stop` completes, then shuts down in order and returns the number of records
+    /// that were still not acknowledged by Kafka at the deadline.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> std::io::Result<u64> {
+        let ingress_handle = self.ingress.handle();
+        let admin_handle = self.admin.handle();
+        let mut ingress_task = tokio::spawn(self.ingress);
+        let admin_task = tokio::spawn(self.admin);
+        tracing::info!(
+            ingress = %self.config.server.listen,
+            ingress_port = self.ingress_port,
+            admin_port = self.admin_port,
+            sources = self.config.sources.len(),
+            "hookrelay is serving"
+        );
+
+        tokio::select! {
+            () = stop => {}
+            result = &mut ingress_task => {
+                tracing::error!(?result, "the ingress server stopped on its own");
+            }
+        }
+
+        let started = Instant::now();
+        self.health.begin_shutdown();
+        tracing::info!("shutting down: not ready, finishing in-flight requests");
+        ingress_handle.stop(true).await;
+        let _ = ingress_task.await;
+
+        let remaining_time = self
+            .config
+            .shutdown_timeout()
+            .saturating_sub(started.elapsed());
+        let publisher = self.publisher.clone();
+        let undelivered = tokio::task::spawn_blocking(move || publisher.flush(remaining_time))
+            .await
+            .unwrap_or(u64::MAX);
+        if undelivered == 0 {
+            tracing::info!("producer flushed: every accepted record is acknowledged by Kafka");
+        } else {
+            tracing::error!(undelivered, "shutdown deadline passed with records not acknowledged by Kafka");
+        }
+
+        admin_handle.stop(true).await;
+        let _ = admin_task.await;
+        self.watcher.stop();
+        Ok(undelivered)
+    }
+}
+
+async fn check_topics(
+    topics: &Arc<Topics>,
+    publisher: &Arc<Publisher>,
+    health: &Arc<Health>,
+    config: &Config,
+) -> KafkaState {
+    let (topics, publisher, health) = (topics.clone(), publisher.clone(), health.clone());
+    let timeout = config.metadata_timeout();
+    tokio::task::spawn_blocking(move || topics.check(&publisher, &health, timeout))
+        .await
+        .unwrap_or_else(|error| KafkaState::NotYetReached(error.to_string()))
+}
+
+fn bind(address: std::net::SocketAddr) -> Result<(TcpListener, u16), StartupError> {
+    let listener =
+        TcpListener::bind(address).map_err(|source| StartupError::Bind { address, source })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { address, source })?
+        .port();
+    Ok((listener, port))
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

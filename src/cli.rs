@@ -1,0 +1,172 @@
+//! The command line: `serve`, `check-config`, `tail`.
+//!
+//! Exit codes: 0 success, 1 the relay failed at run time, 2 bad usage or configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, Application};
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::tail::{self, StartAt, Tail};
+use crate::telemetry;
+
+#[derive(Parser)]
+#[command(name = "hookrelay", version, about = "Webhooks in, their raw bytes in Kafka.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    Serve {
+        /// Configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file (and its environment overrides and secrets), then exit.
+    CheckConfig {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Print the records of a topic: position, key, headers and value.
+    Tail {
+        /// Configuration file (for the Kafka brokers and options).
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Topic to read.
+        #[arg(long, short)]
+        topic: String,
+        /// Where to start reading.
+        #[arg(long, value_enum, default_value_t = StartAt::Beginning)]
+        from: StartAt,
+        /// Stop after this many records.
+        #[arg(long)]
+        max: Option<usize>,
+        /// Stop when no record arrived for this many milliseconds (default: follow forever).
+        #[arg(long)]
+        idle_exit_ms: Option<u64>,
+    },
+}
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Tail {
+            config,
+            topic,
+            from,
+            max,
+            idle_exit_ms,
+        } => tail(&config, &topic, from, max, idle_exit_ms.map(Duration::from_millis)),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        eprintln!("{}: invalid configuration:\n{errors}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    println!("{}: ok", path.display());
+    for source in &config.sources {
+        let topics = source
+            .known_topics()
+            .map_or_else(|| format!("{:?} (any event)", source.topic), |topics| topics.join(", "));
+        println!(
+            "  source {}: auth {}, ack {}, topics {}",
+            source.name,
+            source.auth.method(),
+            source.ack.as_str(),
+            topics
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn serve(path: &std::path::Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    telemetry::init(config.telemetry.format, &config.telemetry.level);
+    let result = actix_web::rt::System::new().block_on(async move {
+        let application = Application::build(config).await?;
+        let undelivered = application
+            .run_until(app::shutdown_signal())
+            .await
+            .map_err(|error| anyhow::anyhow!(error))?;
+        anyhow::Ok(undelivered)
+    });
+    match result {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(undelivered) => {
+            eprintln!("hookrelay: {undelivered} records were not acknowledged by Kafka before the shutdown deadline");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(error) => {
+            tracing::error!(%error, "hookrelay stopped");
+            eprintln!("hookrelay: {error}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn tail(
+    path: &std::path::Path,
+    topic: &str,
+    from: StartAt,
+    max: Option<usize>,
+    idle: Option<Duration>,
+) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let reader = match Tail::open(
+        &config.kafka.brokers,
+        &config.kafka.options,
+        topic,
+        from,
+        config.metadata_timeout(),
+    ) {
+        Ok(reader) => reader,
+        Err(error) => {
+            eprintln!("hookrelay tail: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut seen = 0usize;
+    let mut last = Instant::now();
+    while max.is_none_or(|max| seen < max) && idle.is_none_or(|idle| last.elapsed() < idle) {
+        match reader.next(Duration::from_millis(200)) {
+            Ok(Some(record)) => {
+                seen += 1;
+                last = Instant::now();
+                if tail::print(&mut out, topic, &record).is_err() {
+                    // Standard output closed (e.g. piped into `head`).
+                    return ExitCode::SUCCESS;
+                }
+            }
+            Ok(None) => {}
+            Err(error) => eprintln!("hookrelay tail: {error}"),
+        }
+    }
+    ExitCode::SUCCESS
+}

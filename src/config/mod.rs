@@ -1,0 +1,216 @@
+//! Configuration: built-in defaults → TOML file → `HOOKRELAY__SECTION__KEY` environment variables,
+//! parsed once at start into types that cannot be invalid at run time.
+//!
+//! Loading collects every problem it finds (not only the first) and reports each with the key path
+//! it belongs to, so `hookrelay check-config` can print a complete list.
+
+mod secret;
+mod settings;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+
+pub use secret::Secret;
+pub use settings::{
+    AckMode, AuthSettings, DeliverySettings, IdempotencySettings, KafkaSettings, LogFormat,
+    ServerSettings, Settings, SourceSettings, TelemetrySettings, TokenAuthSettings, TokenLocation,
+};
+
+use crate::source::Source;
+
+/// The default configuration file, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/hookrelay.toml";
+
+/// Prefix of environment overrides; `__` separates the key path (`HOOKRELAY__KAFKA__BROKERS`).
+pub const ENV_PREFIX: &str = "HOOKRELAY__";
+
+/// A configuration that passed every check.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub kafka: KafkaSettings,
+    pub delivery: DeliverySettings,
+    pub telemetry: TelemetrySettings,
+    /// Sources in name order.
+    pub sources: Vec<Source>,
+}
+
+impl Config {
+    /// Reads `path`, applies environment overrides, and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        if !path.is_file() {
+            return Err(ConfigErrors::one(
+                "",
+                format!("configuration file {} does not exist", path.display()),
+            ));
+        }
+        let figment = Figment::new()
+            .merge(Toml::file(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let settings: Settings = figment.extract().map_err(ConfigErrors::from_figment)?;
+        Config::from_settings(settings)
+    }
+
+    /// Validates parsed settings: addresses, limits, sources, secrets.
+    pub fn from_settings(settings: Settings) -> Result<Config, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        let server = &settings.server;
+        if server.listen == server.admin_listen {
+            errors.push(
+                "server.admin_listen",
+                "must differ from server.listen: the admin endpoints must not share the ingress port",
+            );
+        }
+        if server.max_body_bytes == 0 {
+            errors.push("server.max_body_bytes", "must be greater than 0");
+        }
+        if server.body_timeout_ms == 0 {
+            errors.push("server.body_timeout_ms", "must be greater than 0");
+        }
+        if settings.kafka.brokers.trim().is_empty() {
+            errors.push("kafka.brokers", "must list at least one host:port");
+        }
+        if settings.kafka.topic_partitions < 1 {
+            errors.push("kafka.topic_partitions", "must be at least 1");
+        }
+        if settings.kafka.topic_replication < 1 {
+            errors.push("kafka.topic_replication", "must be at least 1");
+        }
+        if settings.delivery.broker_timeout_ms == 0 {
+            errors.push("delivery.broker_timeout_ms", "must be greater than 0");
+        }
+        check_ack_mode("delivery.ack", settings.delivery.ack, &mut errors);
+        if let Err(reason) = tracing_subscriber::EnvFilter::try_new(&settings.telemetry.level) {
+            errors.push("telemetry.level", format!("not a valid log filter: {reason}"));
+        }
+
+        if settings.sources.is_empty() {
+            errors.push(
+                "sources",
+                "no source is configured: add at least one [sources.NAME] table",
+            );
+        }
+        let mut sources = Vec::with_capacity(settings.sources.len());
+        for (name, source) in &settings.sources {
+            let path = format!("sources.{name}");
+            if let Some(ack) = source.ack {
+                check_ack_mode(&format!("{path}.ack"), ack, &mut errors);
+            }
+            match Source::from_settings(name, source, &settings) {
+                Ok(source) => sources.push(source),
+                Err(source_errors) => errors.extend(source_errors),
+            }
+        }
+
+        errors.into_result(Config {
+            server: settings.server,
+            kafka: settings.kafka,
+            delivery: settings.delivery,
+            telemetry: settings.telemetry,
+            sources,
+        })
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.body_timeout_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.shutdown_timeout_ms)
+    }
+
+    pub fn broker_timeout(&self) -> Duration {
+        Duration::from_millis(self.delivery.broker_timeout_ms)
+    }
+
+    pub fn metadata_timeout(&self) -> Duration {
+        Duration::from_millis(self.kafka.metadata_timeout_ms)
+    }
+}
+
+fn check_ack_mode(path: &str, ack: AckMode, errors: &mut ConfigErrors) {
+    if ack == AckMode::Spool {
+        errors.push(
+            path,
+            "\"spool\" is not available in this version of hookrelay; use \"broker\" or \"memory\"",
+        );
+    }
+}
+
+/// One configuration problem, with the dotted key path it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn one(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        let mut errors = Self::default();
+        errors.push(path, reason);
+        errors
+    }
+
+    pub fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+
+    pub fn extend(&mut self, other: ConfigErrors) {
+        self.0.extend(other.0);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
+        if self.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+
+    fn from_figment(error: figment::Error) -> Self {
+        let mut errors = Self::default();
+        for error in error {
+            let path = error.path.join(".");
+            let origin = error
+                .metadata
+                .as_ref()
+                .map(|metadata| format!(" (from {})", metadata.name))
+                .unwrap_or_default();
+            errors.push(path, format!("{}{origin}", error.kind));
+        }
+        errors
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            if error.path.is_empty() {
+                write!(f, "{}", error.reason)?;
+            } else {
+                write!(f, "{}: {}", error.path, error.reason)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}

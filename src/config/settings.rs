@@ -1,0 +1,261 @@
+//! The configuration file as written: one serde tree, every key documented.
+//!
+//! These types mirror `config/hookrelay.toml` and the `HOOKRELAY__SECTION__KEY` environment
+//! overrides. They are only a transport: [`super::Config::load`] turns them into run-time types
+//! that cannot be invalid (resolved secrets, parsed topic templates, checked addresses).
+//! Every struct denies unknown keys, so a typo is an error rather than a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub kafka: KafkaSettings,
+    #[serde(default)]
+    pub delivery: DeliverySettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
+    /// Webhook senders, by the name used in `/hooks/{source}`.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceSettings>,
+}
+
+/// `[server]`: the two HTTP listeners and the limits applied to every request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Ingress listener for webhook senders.
+    pub listen: SocketAddr,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`); keep it off the public network.
+    pub admin_listen: SocketAddr,
+    /// Largest accepted request body; a source may lower or raise it.
+    pub max_body_bytes: usize,
+    /// Time allowed from the request head to the last body byte.
+    pub body_timeout_ms: u64,
+    /// Time allowed for in-flight requests and the producer flush at shutdown.
+    pub shutdown_timeout_ms: u64,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            max_body_bytes: 1024 * 1024,
+            body_timeout_ms: 10_000,
+            shutdown_timeout_ms: 10_000,
+            workers: 0,
+        }
+    }
+}
+
+/// `[kafka]`: the cluster and the producer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, comma separated (`host:port,host:port`).
+    pub brokers: String,
+    /// Kafka `client.id` of the producer.
+    pub client_id: String,
+    /// Create missing topics at start instead of refusing to start.
+    pub create_topics: bool,
+    /// Partitions of topics created by the relay.
+    pub topic_partitions: i32,
+    /// Replication factor of topics created by the relay.
+    pub topic_replication: i32,
+    /// How long to wait for cluster metadata at start and on each readiness probe of Kafka.
+    pub metadata_timeout_ms: u64,
+    /// librdkafka properties, applied after hookrelay's own (so they win).
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".to_owned(),
+            client_id: "hookrelay".to_owned(),
+            create_topics: false,
+            topic_partitions: 3,
+            topic_replication: 1,
+            metadata_timeout_ms: 5_000,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// How far an event must get before the sender is answered 2xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// fsync'd to the local spool (not available in this version).
+    Spool,
+    /// Acknowledged by Kafka with acks=all.
+    Broker,
+    /// Handed to the producer's in-memory queue.
+    Memory,
+}
+
+impl AckMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Spool => "spool",
+            AckMode::Broker => "broker",
+            AckMode::Memory => "memory",
+        }
+    }
+}
+
+/// `[delivery]`: the durability point.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Default ack mode of every source.
+    pub ack: AckMode,
+    /// In `broker` mode, how long a request waits for Kafka's acknowledgement before a 503.
+    pub broker_timeout_ms: u64,
+    /// Directory of the write-ahead spool (reserved for `ack = "spool"`).
+    pub spool_dir: PathBuf,
+    /// Upper bound of the spool on disk (reserved for `ack = "spool"`).
+    pub spool_max_bytes: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            ack: AckMode::Broker,
+            broker_timeout_ms: 5_000,
+            spool_dir: PathBuf::from("data/spool"),
+            spool_max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[telemetry]`: logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `hookrelay=debug,rdkafka=warn`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// `[sources.NAME]`: one webhook sender.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    /// Topic template; `{source}` and `{event}` are substituted.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Allowed event types; absent means any event that has a topic.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    /// How the sender proves who it is. Required: `type = "none"` must be written out.
+    pub auth: AuthSettings,
+    /// Which body fields make the event id when the sender sends no id of its own.
+    #[serde(default)]
+    pub idempotency: Option<IdempotencySettings>,
+    /// Record key: a JSON pointer into the body (`/email`) or `header:NAME`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Overrides `delivery.ack` for this source.
+    #[serde(default)]
+    pub ack: Option<AckMode>,
+    /// Accepted media types of the request body (parameters such as `charset` are ignored).
+    #[serde(default = "default_content_types")]
+    pub content_types: Vec<String>,
+    /// Status of an accepted request: 200, 202 or 204.
+    #[serde(default = "default_success_status")]
+    pub success_status: u16,
+    /// Overrides `server.max_body_bytes` for this source.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+}
+
+fn default_topic() -> String {
+    "webhooks.{source}.{event}".to_owned()
+}
+
+fn default_content_types() -> Vec<String> {
+    vec!["application/json".to_owned()]
+}
+
+fn default_success_status() -> u16 {
+    200
+}
+
+/// `auth = { type = ..., ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum AuthSettings {
+    /// A shared token in the query string or a header.
+    Token(TokenAuthSettings),
+    /// No authentication; must be chosen explicitly.
+    None(NoAuthSettings),
+}
+
+/// Where a token is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenLocation {
+    Query,
+    Header,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenAuthSettings {
+    /// `query` or `header`.
+    #[serde(rename = "in")]
+    pub location: TokenLocation,
+    /// Query parameter or header name.
+    pub name: String,
+    /// Accepted tokens (several during a rotation), each `env:NAME` or `file:/path`.
+    pub secrets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoAuthSettings {}
+
+/// `idempotency = { fields = [...], ttl_secs = N }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    /// JSON pointers whose values, with the event type, make the event id; or `["body"]`.
+    pub fields: Vec<String>,
+    /// Deduplication window (reserved for the deduplication cache).
+    #[serde(default = "default_ttl_secs")]
+    pub ttl_secs: u64,
+}
+
+fn default_ttl_secs() -> u64 {
+    86_400
+}

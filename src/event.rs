@@ -1,0 +1,93 @@
+//! An accepted webhook's identity: event id, type, key and receive time, derived from the
+//! source's rules and the raw body. The body itself is never copied or changed.
+
+use std::time::SystemTime;
+
+use actix_web::HttpRequest;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::json;
+use crate::source::{EventType, IdRule, KeyRule, Source};
+
+/// Namespace of hookrelay's name-based (UUIDv5) event ids.
+const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5f1c_2a3e_8d4b_4e6a_9c1f_0b7d_3e2a_6c58);
+
+/// Separates the parts hashed into an event id, so that ("ab","c") and ("a","bc") differ.
+const SEPARATOR: u8 = 0x1f;
+/// Stands for an idempotency field the body does not have.
+const ABSENT: u8 = 0x00;
+
+/// What the Kafka record says about an event besides its bytes.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// CloudEvents `id`: stable for a repeat of the same event when the source has idempotency
+    /// fields, so consumers can deduplicate on it.
+    pub id: String,
+    pub event_type: EventType,
+    pub key: Vec<u8>,
+    pub received: SystemTime,
+}
+
+impl Event {
+    pub fn new(
+        source: &Source,
+        event_type: EventType,
+        request: &HttpRequest,
+        body: &[u8],
+        document: &RawValue,
+        received: SystemTime,
+    ) -> Event {
+        let id = event_id(source, &event_type, body, document);
+        let key = match &source.key_rule {
+            Some(KeyRule::Field(pointer)) => pointer
+                .lookup(document)
+                .map(|value| json::text(value).into_owned().into_bytes()),
+            Some(KeyRule::Header(name)) => request
+                .headers()
+                .get(name)
+                .map(|value| value.as_bytes().to_vec()),
+            None => None,
+        }
+        .unwrap_or_else(|| id.as_bytes().to_vec());
+        Event {
+            id,
+            event_type,
+            key,
+            received,
+        }
+    }
+
+    /// CloudEvents `time`: RFC 3339 in UTC with millisecond precision.
+    pub fn time(&self) -> String {
+        humantime::format_rfc3339_millis(self.received).to_string()
+    }
+}
+
+fn event_id(source: &Source, event_type: &EventType, body: &[u8], document: &RawValue) -> String {
+    let uuid = match &source.id_rule {
+        IdRule::Random => Uuid::now_v7(),
+        IdRule::Body => {
+            let mut name = Vec::with_capacity(source.name.as_str().len() + 1 + body.len());
+            name.extend_from_slice(source.name.as_str().as_bytes());
+            name.push(SEPARATOR);
+            name.extend_from_slice(body);
+            Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
+        }
+        IdRule::Fields(pointers) => {
+            let mut name = Vec::with_capacity(128);
+            name.extend_from_slice(source.name.as_str().as_bytes());
+            name.push(SEPARATOR);
+            name.extend_from_slice(event_type.as_str().as_bytes());
+            for pointer in pointers {
+                name.push(SEPARATOR);
+                match pointer.lookup(document) {
+                    Some(value) => name.extend_from_slice(json::text(value).as_bytes()),
+                    None => name.push(ABSENT),
+                }
+            }
+            Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
+        }
+    };
+    uuid.hyphenated().to_string()
+}

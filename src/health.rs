@@ -1,0 +1,106 @@
+//! Readiness: whether the relay should be sent webhooks now, and if not, why.
+//!
+//! The load balancer reads `/readyz`; the ingress reads [`Health::is_ready`] before it commits
+//! an event, so that a relay that cannot reach its durability point answers 503 instead of
+//! accepting what it cannot deliver.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use prometheus::IntGauge;
+
+/// Kafka as last seen by the metadata watcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KafkaState {
+    /// Not yet reached since start.
+    NotYetReached(String),
+    /// Reached before, unreachable now.
+    Unreachable(String),
+    /// Reachable, but topics the configuration publishes to do not exist.
+    MissingTopics(Vec<String>),
+    Ok,
+}
+
+pub struct Health {
+    ready: AtomicBool,
+    shutting_down: AtomicBool,
+    kafka: Mutex<KafkaState>,
+    /// Whether a Kafka outage makes the relay unready (it does when a source acks on the broker).
+    outage_blocks: bool,
+    gauge: IntGauge,
+}
+
+impl Health {
+    pub fn new(outage_blocks: bool, gauge: IntGauge) -> Health {
+        let health = Health {
+            ready: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            kafka: Mutex::new(KafkaState::NotYetReached(
+                "Kafka metadata not fetched yet".to_owned(),
+            )),
+            outage_blocks,
+            gauge,
+        };
+        health.update();
+        health
+    }
+
+    /// Fast check for the request path.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_kafka(&self, state: KafkaState) {
+        let mut kafka = self.kafka.lock().unwrap_or_else(|poison| poison.into_inner());
+        // Once reached, an outage is "unreachable", not "not yet reached".
+        let state = match (&*kafka, state) {
+            (KafkaState::NotYetReached(_), state) => state,
+            (_, KafkaState::NotYetReached(reason)) => KafkaState::Unreachable(reason),
+            (_, state) => state,
+        };
+        *kafka = state;
+        drop(kafka);
+        self.update();
+    }
+
+    pub fn kafka(&self) -> KafkaState {
+        self.kafka
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    /// From the first moment of shutdown the relay is not ready, for good.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.update();
+    }
+
+    /// Why the relay is not ready; empty when it is.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.shutting_down.load(Ordering::Acquire) {
+            reasons.push("shutting down".to_owned());
+        }
+        match self.kafka() {
+            KafkaState::Ok => {}
+            KafkaState::NotYetReached(reason) => {
+                reasons.push(format!("Kafka metadata unreachable since start: {reason}"))
+            }
+            KafkaState::Unreachable(reason) if self.outage_blocks => {
+                reasons.push(format!("Kafka metadata unreachable: {reason}"))
+            }
+            KafkaState::Unreachable(_) => {}
+            KafkaState::MissingTopics(topics) => {
+                reasons.push(format!("missing Kafka topics: {}", topics.join(", ")))
+            }
+        }
+        reasons
+    }
+
+    fn update(&self) {
+        let ready = self.reasons().is_empty();
+        self.ready.store(ready, Ordering::Release);
+        self.gauge.set(i64::from(ready));
+    }
+}

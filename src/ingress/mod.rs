@@ -1,0 +1,375 @@
+//! The webhook listener: `POST /hooks/{source}` and `POST /hooks/{source}/{event}`.
+//!
+//! A request goes through named steps, each of which can refuse it with a [`Rejection`]:
+//! find the source and event → authenticate → check the content type and declared length →
+//! read the body (limit, deadline) → validate the JSON → derive the event's identity → reach
+//! the durability point of the source's ack mode. Only then is it answered 2xx.
+//! Every request ends in [`report`], which writes its one log line and moves its metrics.
+
+mod body;
+mod problem;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes, Payload};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Serialize;
+
+pub use problem::{Rejection, PROBLEM_CONTENT_TYPE};
+
+use crate::config::{AckMode, Config};
+use crate::event::Event;
+use crate::health::Health;
+use crate::json;
+use crate::metrics::{Metrics, SourceMetrics, UNKNOWN_SOURCE};
+use crate::publisher::{self, Ack, PublishError, Publisher, Record};
+use crate::source::{EventFilter, Source};
+use crate::topics::Topics;
+
+/// Header carrying the request id, accepted from the sender when sane and always echoed.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A source with its metric series.
+pub struct SourceEntry {
+    pub source: Source,
+    pub metrics: Arc<SourceMetrics>,
+}
+
+/// What the ingress handlers share.
+pub struct Ingress {
+    sources: HashMap<String, SourceEntry>,
+    publisher: Arc<Publisher>,
+    topics: Arc<Topics>,
+    health: Arc<Health>,
+    metrics: Metrics,
+    body_timeout: Duration,
+    broker_timeout: Duration,
+    /// Partitions, replication and timeout for topics created on first use, when allowed.
+    create_topics: Option<(i32, i32, Duration)>,
+}
+
+impl Ingress {
+    pub fn new(
+        config: &Config,
+        publisher: Arc<Publisher>,
+        topics: Arc<Topics>,
+        health: Arc<Health>,
+        metrics: Metrics,
+    ) -> Ingress {
+        let sources = config
+            .sources
+            .iter()
+            .map(|source| {
+                let entry = SourceEntry {
+                    metrics: metrics.source(source.name.as_str()),
+                    source: source.clone(),
+                };
+                (source.name.as_str().to_owned(), entry)
+            })
+            .collect();
+        Ingress {
+            sources,
+            publisher,
+            topics,
+            health,
+            metrics,
+            body_timeout: config.body_timeout(),
+            broker_timeout: config.broker_timeout(),
+            create_topics: config.kafka.create_topics.then_some((
+                config.kafka.topic_partitions,
+                config.kafka.topic_replication,
+                config.metadata_timeout(),
+            )),
+        }
+    }
+}
+
+/// Registers the ingress routes on an actix-web app.
+pub fn routes(config: &mut web::ServiceConfig) {
+    for path in ["/hooks/{source}", "/hooks/{source}/{event}"] {
+        config.service(
+            web::resource(path)
+                .route(web::post().to(receive))
+                .default_service(web::to(method_not_allowed)),
+        );
+    }
+    config.default_service(web::to(not_found));
+}
+
+/// The answer to an accepted event.
+#[derive(Serialize)]
+struct Accepted<'a> {
+    id: &'a str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<i64>,
+}
+
+/// What the log line says about an accepted event.
+struct Delivered {
+    event: Event,
+    topic: String,
+    ack: Option<Ack>,
+    bytes: usize,
+    /// The source's success status.
+    status: StatusCode,
+}
+
+async fn receive(request: HttpRequest, payload: Payload, ingress: web::Data<Ingress>) -> HttpResponse {
+    let started = Instant::now();
+    let received = SystemTime::now();
+    let name = request.match_info().get("source").unwrap_or_default();
+    let Some(entry) = ingress.sources.get(name) else {
+        return report(&ingress, &request, started, None, Err(Rejection::UnknownSource));
+    };
+    let outcome = accept(&request, payload, &ingress, entry, received).await;
+    report(&ingress, &request, started, Some(entry), outcome)
+}
+
+async fn method_not_allowed(request: HttpRequest, ingress: web::Data<Ingress>) -> HttpResponse {
+    let entry = request
+        .match_info()
+        .get("source")
+        .and_then(|name| ingress.sources.get(name));
+    report(&ingress, &request, Instant::now(), entry, Err(Rejection::MethodNotAllowed))
+}
+
+async fn not_found(request: HttpRequest, ingress: web::Data<Ingress>) -> HttpResponse {
+    report(&ingress, &request, Instant::now(), None, Err(Rejection::NotFound))
+}
+
+async fn accept(
+    request: &HttpRequest,
+    mut payload: Payload,
+    ingress: &Ingress,
+    entry: &SourceEntry,
+    received: SystemTime,
+) -> Result<Delivered, Rejection> {
+    let source = &entry.source;
+    let deadline = tokio::time::Instant::now() + ingress.body_timeout;
+    let event_type = source
+        .event_type(request.match_info().get("event"))
+        .ok_or(Rejection::UnknownEvent)?;
+
+    source.auth.verify(request).map_err(Rejection::Unauthorized)?;
+
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| source.accepts_content_type(value))
+        .ok_or_else(|| Rejection::UnsupportedMediaType {
+            accepted: source.content_types.join(", "),
+        })?;
+
+    let limit = source.max_body_bytes;
+    let declared = body::declared_length(request);
+    if declared.is_some_and(|length| length > limit) {
+        return Err(Rejection::PayloadTooLarge { limit });
+    }
+    let body: Bytes = body::read(&mut payload, limit, declared, deadline)
+        .await
+        .map_err(|error| match error {
+            body::BodyError::TooLarge => Rejection::PayloadTooLarge { limit },
+            body::BodyError::TimedOut => Rejection::BodyTimeout {
+                timeout: ingress.body_timeout,
+            },
+            body::BodyError::Incomplete => Rejection::IncompleteBody,
+        })?;
+
+    let document = json::validate(&body).map_err(Rejection::InvalidJson)?;
+    let event = Event::new(source, event_type, request, &body, document, received);
+    let topic = source.topic.render(&source.name, &event.event_type);
+    if matches!(source.events, EventFilter::Any) {
+        ensure_topic(ingress, &topic).await?;
+    }
+
+    if !ingress.health.is_ready() {
+        return Err(Rejection::NotReady {
+            retry_after: ingress.publisher.retry_after_secs(),
+        });
+    }
+    let time = event.time();
+    let record = Record {
+        topic: &topic,
+        key: &event.key,
+        value: &body,
+        headers: publisher::headers(&[
+            ("ce_specversion", b"1.0"),
+            ("ce_id", event.id.as_bytes()),
+            ("ce_source", source.ce_source.as_bytes()),
+            ("ce_type", event.event_type.as_str().as_bytes()),
+            ("ce_time", time.as_bytes()),
+            ("content-type", content_type.as_bytes()),
+            ("hookrelay_auth", source.auth.method().as_bytes()),
+        ]),
+    };
+    let ack = match source.ack {
+        AckMode::Memory => ingress
+            .publisher
+            .enqueue(record, &entry.metrics)
+            .map(|()| None),
+        AckMode::Broker | AckMode::Spool => ingress
+            .publisher
+            .deliver(record, &entry.metrics, ingress.broker_timeout)
+            .await
+            .map(Some),
+    }
+    .map_err(|error| {
+        let retry_after = ingress.publisher.retry_after_secs();
+        match error {
+            PublishError::QueueFull => Rejection::QueueFull { retry_after },
+            PublishError::TimedOut(_) | PublishError::Kafka(_) => {
+                tracing::warn!(%error, "event not acknowledged by Kafka");
+                Rejection::KafkaUnavailable { retry_after }
+            }
+        }
+    })?;
+    Ok(Delivered {
+        event,
+        topic,
+        ack,
+        bytes: body.len(),
+        status: source.success_status,
+    })
+}
+
+/// For sources that accept any event: the event's topic must exist (or be created, when the
+/// configuration allows), or the event would wait in the producer queue and then be lost.
+async fn ensure_topic(ingress: &Ingress, topic: &str) -> Result<(), Rejection> {
+    if ingress.topics.exists(topic) {
+        return Ok(());
+    }
+    let Some((partitions, replication, timeout)) = ingress.create_topics else {
+        return Err(Rejection::UnknownEvent);
+    };
+    let names = [topic.to_owned()];
+    match ingress
+        .publisher
+        .create_topics(&names, partitions, replication, timeout)
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(topic, "created topic for a new event type");
+            ingress.topics.insert(topic.to_owned());
+            Ok(())
+        }
+        Err(reason) => {
+            tracing::warn!(topic, reason, "could not create topic for a new event type");
+            Err(Rejection::KafkaUnavailable {
+                retry_after: ingress.publisher.retry_after_secs(),
+            })
+        }
+    }
+}
+
+/// Answers the request, writes its log line and moves its metrics: the one place per request.
+fn report(
+    ingress: &Ingress,
+    request: &HttpRequest,
+    started: Instant,
+    entry: Option<&SourceEntry>,
+    outcome: Result<Delivered, Rejection>,
+) -> HttpResponse {
+    let request_id = request_id(request);
+    let source_label = entry.map_or(UNKNOWN_SOURCE, |entry| entry.source.name.as_str());
+    let mut response = match &outcome {
+        Ok(delivered) => {
+            if let Some(entry) = entry {
+                entry.metrics.accepted.inc();
+            }
+            accepted_response(delivered)
+        }
+        Err(rejection) => {
+            ingress.metrics.rejection(source_label, rejection.code());
+            rejection.response()
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    ingress.metrics.request(source_label, status);
+    if let Some(entry) = entry {
+        entry.metrics.request_duration.observe(elapsed.as_secs_f64());
+    }
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // The path never includes the query string, which may carry a token.
+    let path = request.path();
+    match &outcome {
+        Ok(delivered) => tracing::info!(
+            request_id,
+            source = source_label,
+            event = delivered.event.event_type.as_str(),
+            status,
+            id = delivered.event.id.as_str(),
+            topic = delivered.topic.as_str(),
+            bytes = delivered.bytes,
+            latency_ms,
+            "accepted"
+        ),
+        Err(rejection) if rejection.status().is_server_error() => tracing::warn!(
+            request_id,
+            source = source_label,
+            path,
+            status,
+            code = rejection.code(),
+            latency_ms,
+            "refused"
+        ),
+        Err(rejection) => tracing::info!(
+            request_id,
+            source = source_label,
+            path,
+            status,
+            code = rejection.code(),
+            latency_ms,
+            "refused"
+        ),
+    }
+    response
+}
+
+fn accepted_response(delivered: &Delivered) -> HttpResponse {
+    let status = delivered.status;
+    if status == StatusCode::NO_CONTENT {
+        return HttpResponse::NoContent().finish();
+    }
+    let body = Accepted {
+        id: &delivered.event.id,
+        status: "accepted",
+        topic: delivered.ack.map(|_| delivered.topic.as_str()),
+        partition: delivered.ack.map(|ack| ack.partition),
+        offset: delivered.ack.map(|ack| ack.offset),
+    };
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// The sender's `x-request-id` when it is short and plain, else a new UUIDv7.
+fn request_id(request: &HttpRequest) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| {
+            (1..=64).contains(&value.len())
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string())
+}

@@ -1,0 +1,273 @@
+//! JSON checks on the raw body, without building a document tree and without re-serialising.
+//!
+//! [`validate`] proves the body is one well-formed JSON value in UTF-8 by parsing it into a
+//! `serde_json::value::RawValue`, whose parser skips nested values iteratively (deep nesting
+//! cannot exhaust the stack). [`Pointer::lookup`] then finds the few fields the relay needs (key,
+//! idempotency fields) by scanning one object or array level at a time, borrowing from the body.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Why a body is not acceptable JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    #[error("the request body is empty")]
+    Empty,
+    #[error("the body is not valid UTF-8 (first invalid byte at offset {offset})")]
+    InvalidUtf8 { offset: usize },
+    #[error("the body is not well-formed JSON: {reason} at line {line}, column {column}")]
+    Syntax {
+        reason: String,
+        line: usize,
+        column: usize,
+    },
+}
+
+/// Checks that `body` is exactly one well-formed JSON value (surrounding whitespace allowed).
+pub fn validate(body: &[u8]) -> Result<&RawValue, JsonError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(JsonError::Empty);
+    }
+    let text = std::str::from_utf8(body).map_err(|error| JsonError::InvalidUtf8 {
+        offset: error.valid_up_to(),
+    })?;
+    serde_json::from_str::<&RawValue>(text).map_err(|error| JsonError::Syntax {
+        reason: syntax_reason(&error),
+        line: error.line(),
+        column: error.column(),
+    })
+}
+
+/// serde_json's message without its trailing position (reported separately).
+fn syntax_reason(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    match message.rfind(" at line ") {
+        Some(end) => message[..end].to_owned(),
+        None => message,
+    }
+}
+
+/// An RFC 6901 JSON pointer (`/email`, `/customer/id`, `/items/0`), parsed once from config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    text: String,
+    tokens: Vec<String>,
+}
+
+impl Pointer {
+    pub fn parse(text: &str) -> Result<Pointer, String> {
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(format!(
+                "{text:?} is not a JSON pointer: it must start with '/', as in /email"
+            ));
+        };
+        let tokens = rest
+            .split('/')
+            .map(|token| token.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        Ok(Pointer {
+            text: text.to_owned(),
+            tokens,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The value this pointer names in a validated document, if present.
+    pub fn lookup<'a>(&self, document: &'a RawValue) -> Option<&'a RawValue> {
+        let mut current = document;
+        for token in &self.tokens {
+            current = child(current, token)?;
+        }
+        Some(current)
+    }
+}
+
+impl fmt::Display for Pointer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A value as text: strings unescaped and unquoted, anything else as written.
+pub fn text(value: &RawValue) -> Cow<'_, str> {
+    let raw = value.get();
+    if raw.starts_with('"') {
+        if let Ok(Text(text)) = serde_json::from_str::<Text<'_>>(raw) {
+            return text;
+        }
+    }
+    Cow::Borrowed(raw)
+}
+
+/// One level down: the member `token` of an object, or element `token` of an array.
+fn child<'a>(value: &'a RawValue, token: &str) -> Option<&'a RawValue> {
+    let mut deserializer = serde_json::Deserializer::from_str(value.get());
+    match value.get().as_bytes().first()? {
+        b'{' => deserializer
+            .deserialize_map(MemberVisitor { name: token })
+            .ok()?,
+        b'[' => {
+            let index = token.parse::<usize>().ok()?;
+            deserializer
+                .deserialize_seq(ElementVisitor { index })
+                .ok()?
+        }
+        _ => None,
+    }
+}
+
+/// A string borrowed from the input where it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+struct MemberVisitor<'n> {
+    name: &'n str,
+}
+
+impl<'de> Visitor<'de> for MemberVisitor<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // The last duplicate wins, as in serde_json::Value and JavaScript.
+        let mut found = None;
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            if key == self.name {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+struct ElementVisitor {
+    index: usize,
+}
+
+impl<'de> Visitor<'de> for ElementVisitor {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        let mut position = 0;
+        loop {
+            if position == self.index {
+                match seq.next_element_seed(RawSeed)? {
+                    Some(value) => found = Some(value),
+                    None => break,
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            position += 1;
+        }
+        Ok(found)
+    }
+}
+
+struct RawSeed;
+
+impl<'de> DeserializeSeed<'de> for RawSeed {
+    type Value = &'de RawValue;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        <&'de RawValue>::deserialize(deserializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &[u8] = br#"{
+"name": "Student Name",
+"email": "student@example.com",
+"phone": 1234567890,
+"nested": {"a/b": [10, {"deep": "x\u00e9"}]},
+"courseId": "634fc35ddaf58580e2418c40"
+}"#;
+
+    #[test]
+    fn well_formed_body_is_accepted_as_is() {
+        let raw = validate(SAMPLE).unwrap();
+        assert_eq!(raw.get().as_bytes(), SAMPLE);
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused_with_a_reason() {
+        assert_eq!(validate(b""), Err(JsonError::Empty));
+        assert_eq!(validate(b"  \n"), Err(JsonError::Empty));
+        assert_eq!(
+            validate(b"{\"a\":\"\xff\"}"),
+            Err(JsonError::InvalidUtf8 { offset: 6 })
+        );
+        assert!(matches!(validate(b"{\"a\":1,}"), Err(JsonError::Syntax { .. })));
+        assert!(matches!(validate(b"{\"a\":1} {}"), Err(JsonError::Syntax { .. })));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        let deep = "[".repeat(20_000);
+        assert!(matches!(validate(deep.as_bytes()), Err(JsonError::Syntax { .. })));
+    }
+
+    #[test]
+    fn pointers_find_members_and_elements() {
+        let raw = validate(SAMPLE).unwrap();
+        let lookup = |pointer: &str| {
+            Pointer::parse(pointer)
+                .unwrap()
+                .lookup(raw)
+                .map(|value| text(value).into_owned())
+        };
+        assert_eq!(lookup("/email").as_deref(), Some("student@example.com"));
+        assert_eq!(lookup("/phone").as_deref(), Some("1234567890"));
+        assert_eq!(lookup("/nested/a~1b/0").as_deref(), Some("10"));
+        assert_eq!(lookup("/nested/a~1b/1/deep").as_deref(), Some("xé"));
+        assert_eq!(lookup("/missing"), None);
+        assert_eq!(lookup("/nested/a~1b/7"), None);
+        assert_eq!(lookup("/email/0"), None);
+    }
+
+    #[test]
+    fn pointer_must_start_with_a_slash() {
+        assert!(Pointer::parse("email").is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! hookrelay: a webhook-to-Kafka relay.
+//!
+//! A sender POSTs to `/hooks/{source}[/{event}]`; the relay authenticates the request, checks
+//! the body is well-formed JSON, and publishes the raw bytes to Kafka with CloudEvents headers,
+//! answering 2xx once the event has reached its source's durability point.
+//!
+//! Where to look: [`config`] (the file and its checks), [`source`] (a sender's rules),
+//! [`auth`] (credentials), [`ingress`] (the HTTP request path), [`json`] (body validation),
+//! [`event`] (ids, keys), [`publisher`] (the Kafka producer), [`topics`] (topic existence),
+//! [`health`] (readiness), [`admin`] (metrics and probes), [`metrics`], [`telemetry`] (logs),
+//! [`app`] (start-up and shutdown), [`tail`] (reading a topic back), [`cli`] (commands).
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod health;
+pub mod ingress;
+pub mod json;
+pub mod metrics;
+pub mod publisher;
+pub mod source;
+pub mod tail;
+pub mod telemetry;
+pub mod topics;

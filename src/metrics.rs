@@ -1,0 +1,179 @@
+//! Every metric hookrelay exports: names, help texts and labels live here and nowhere else.
+//!
+//! The registry belongs to the application (not the `prometheus` crate's global default), so
+//! several relays can run in one test process. Per-source series are resolved once at start
+//! ([`SourceMetrics`]) so the request path does not hash label values.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub const HTTP_REQUESTS_TOTAL: &str = "hookrelay_http_requests_total";
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "hookrelay_http_request_duration_seconds";
+pub const REJECTIONS_TOTAL: &str = "hookrelay_rejections_total";
+pub const EVENTS_ACCEPTED_TOTAL: &str = "hookrelay_events_accepted_total";
+pub const KAFKA_RECORDS_DELIVERED_TOTAL: &str = "hookrelay_kafka_records_delivered_total";
+pub const KAFKA_RECORDS_FAILED_TOTAL: &str = "hookrelay_kafka_records_failed_total";
+pub const KAFKA_DELIVERY_DURATION_SECONDS: &str = "hookrelay_kafka_delivery_duration_seconds";
+pub const READY: &str = "hookrelay_ready";
+pub const BUILD_INFO: &str = "hookrelay_build_info";
+
+/// The `source` label of requests that name no configured source.
+pub const UNKNOWN_SOURCE: &str = "_unknown";
+
+/// Latency buckets from 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The application's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    rejections: IntCounterVec,
+    accepted: IntCounterVec,
+    delivered: IntCounterVec,
+    failed: IntCounterVec,
+    delivery_duration: HistogramVec,
+    pub ready: IntGauge,
+}
+
+/// The series of one source, resolved once.
+pub struct SourceMetrics {
+    pub accepted: IntCounter,
+    pub delivered: IntCounter,
+    pub failed: IntCounter,
+    pub delivery_duration: Histogram,
+    pub request_duration: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("metric names are unique");
+            vec
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let vec = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+            .expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("metric names are unique");
+            vec
+        };
+        let http_requests = counter(
+            HTTP_REQUESTS_TOTAL,
+            "Webhook requests answered, by source and HTTP status.",
+            &["source", "status"],
+        );
+        let http_duration = histogram(
+            HTTP_REQUEST_DURATION_SECONDS,
+            "Time from the request head to the response, by source.",
+            &["source"],
+        );
+        let rejections = counter(
+            REJECTIONS_TOTAL,
+            "Requests refused, by source and problem code.",
+            &["source", "reason"],
+        );
+        let accepted = counter(
+            EVENTS_ACCEPTED_TOTAL,
+            "Events answered 2xx (they reached their durability point), by source.",
+            &["source"],
+        );
+        let delivered = counter(
+            KAFKA_RECORDS_DELIVERED_TOTAL,
+            "Records acknowledged by Kafka, by source.",
+            &["source"],
+        );
+        let failed = counter(
+            KAFKA_RECORDS_FAILED_TOTAL,
+            "Records Kafka did not acknowledge (delivery error or message timeout), by source.",
+            &["source"],
+        );
+        let delivery_duration = histogram(
+            KAFKA_DELIVERY_DURATION_SECONDS,
+            "Time from accepting an event to Kafka's acknowledgement, by source.",
+            &["source"],
+        );
+        let ready = IntGauge::new(READY, "1 while the relay accepts webhooks, else 0.")
+            .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(ready.clone()))
+            .expect("metric names are unique");
+        let build_info = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "Always 1; the labels tell the running version."),
+            &["version"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("metric names are unique");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            rejections,
+            accepted,
+            delivered,
+            failed,
+            delivery_duration,
+            ready,
+        }
+    }
+
+    /// Resolves (and so exports, at zero) the series of a configured source.
+    pub fn source(&self, source: &str) -> Arc<SourceMetrics> {
+        Arc::new(SourceMetrics {
+            accepted: self.accepted.with_label_values(&[source]),
+            delivered: self.delivered.with_label_values(&[source]),
+            failed: self.failed.with_label_values(&[source]),
+            delivery_duration: self.delivery_duration.with_label_values(&[source]),
+            request_duration: self.http_duration.with_label_values(&[source]),
+        })
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, source: &str, status: u16) {
+        self.http_requests
+            .with_label_values(&[source, &status.to_string()])
+            .inc();
+    }
+
+    /// Counts one refused request.
+    pub fn rejection(&self, source: &str, reason: &str) {
+        self.rejections.with_label_values(&[source, reason]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buffer = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        buffer
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,415 @@
+//! A configured webhook sender, in its run-time form: everything the request path needs to decide
+//! on a request from that sender, checked once at start.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use actix_web::http::StatusCode;
+
+use crate::auth::Authenticator;
+use crate::config::{AckMode, ConfigErrors, Settings, SourceSettings};
+use crate::json::Pointer;
+
+/// Longest event type accepted from a path segment or the configuration.
+pub const MAX_EVENT_LEN: usize = 200;
+/// Kafka's limit on topic names.
+pub const MAX_TOPIC_LEN: usize = 249;
+
+/// The characters Kafka allows in a topic name; event types and source names use the same set
+/// so that they can always be substituted into a topic.
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// A source's name, as in `/hooks/{source}` and `[sources.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceName(String);
+
+impl SourceName {
+    pub fn parse(name: &str) -> Result<SourceName, String> {
+        if name.is_empty() || name.len() > 100 || !name.chars().all(is_topic_char) {
+            return Err("a source name is 1 to 100 characters of A-Z a-z 0-9 . _ -".to_owned());
+        }
+        Ok(SourceName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SourceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An event type (`course.completed.50`): the CloudEvents `type` and part of the topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventType(String);
+
+impl EventType {
+    pub fn parse(event: &str) -> Option<EventType> {
+        let valid =
+            !event.is_empty() && event.len() <= MAX_EVENT_LEN && event.chars().all(is_topic_char);
+        valid.then(|| EventType(event.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A topic name with `{source}` and `{event}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicTemplate {
+    parts: Vec<TopicPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TopicPart {
+    Literal(String),
+    Source,
+    Event,
+}
+
+impl TopicTemplate {
+    pub fn parse(template: &str) -> Result<TopicTemplate, String> {
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while !rest.is_empty() {
+            match rest.find('{') {
+                Some(0) => {
+                    let end = rest
+                        .find('}')
+                        .ok_or_else(|| format!("unclosed placeholder in {template:?}"))?;
+                    parts.push(match &rest[1..end] {
+                        "source" => TopicPart::Source,
+                        "event" => TopicPart::Event,
+                        other => {
+                            return Err(format!(
+                                "unknown placeholder {{{other}}}: only {{source}} and {{event}} exist"
+                            ))
+                        }
+                    });
+                    rest = &rest[end + 1..];
+                }
+                found => {
+                    let end = found.unwrap_or(rest.len());
+                    let literal = &rest[..end];
+                    if let Some(bad) = literal.chars().find(|&c| !is_topic_char(c)) {
+                        return Err(format!(
+                            "{bad:?} cannot appear in a Kafka topic name (allowed: A-Z a-z 0-9 . _ -)"
+                        ));
+                    }
+                    parts.push(TopicPart::Literal(literal.to_owned()));
+                    rest = &rest[end..];
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Err("the topic template is empty".to_owned());
+        }
+        Ok(TopicTemplate { parts })
+    }
+
+    pub fn uses_event(&self) -> bool {
+        self.parts.contains(&TopicPart::Event)
+    }
+
+    pub fn render(&self, source: &SourceName, event: &EventType) -> String {
+        let mut topic = String::with_capacity(64);
+        for part in &self.parts {
+            topic.push_str(match part {
+                TopicPart::Literal(text) => text,
+                TopicPart::Source => source.as_str(),
+                TopicPart::Event => event.as_str(),
+            });
+        }
+        topic
+    }
+}
+
+/// How an event's id is made when the sender provides none.
+#[derive(Debug, Clone)]
+pub enum IdRule {
+    /// A hash of the event type and these body fields: a repeat of the same event gets the same id.
+    Fields(Vec<Pointer>),
+    /// A hash of the whole body.
+    Body,
+    /// A fresh UUIDv7 per request.
+    Random,
+}
+
+/// Where the Kafka record key comes from.
+#[derive(Debug, Clone)]
+pub enum KeyRule {
+    /// A JSON pointer into the body.
+    Field(Pointer),
+    /// A request header.
+    Header(actix_web::http::header::HeaderName),
+}
+
+/// Which events a source accepts.
+#[derive(Debug, Clone)]
+pub enum EventFilter {
+    /// Only these; a request for another event gets 404.
+    Only(HashSet<String>),
+    /// Any event whose topic exists.
+    Any,
+}
+
+/// A configured sender, ready for the request path.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: SourceName,
+    /// CloudEvents `source`: `/sources/{name}`.
+    pub ce_source: String,
+    pub topic: TopicTemplate,
+    pub events: EventFilter,
+    pub auth: Authenticator,
+    pub id_rule: IdRule,
+    pub key_rule: Option<KeyRule>,
+    pub ack: AckMode,
+    /// Lower-case media types without parameters.
+    pub content_types: Vec<String>,
+    pub success_status: StatusCode,
+    pub max_body_bytes: usize,
+}
+
+impl Source {
+    pub fn from_settings(
+        name: &str,
+        settings: &SourceSettings,
+        root: &Settings,
+    ) -> Result<Source, ConfigErrors> {
+        let path = format!("sources.{name}");
+        let mut errors = ConfigErrors::default();
+        let source_name = SourceName::parse(name).map_err(|reason| {
+            errors.push(&path, reason);
+        });
+        let topic = TopicTemplate::parse(&settings.topic)
+            .map_err(|reason| errors.push(format!("{path}.topic"), reason));
+
+        let events = match &settings.events {
+            None => EventFilter::Any,
+            Some(list) if list.is_empty() => {
+                errors.push(
+                    format!("{path}.events"),
+                    "an empty list would refuse every event; remove the key to allow any event",
+                );
+                EventFilter::Any
+            }
+            Some(list) => {
+                for (index, event) in list.iter().enumerate() {
+                    if EventType::parse(event).is_none() {
+                        errors.push(
+                            format!("{path}.events[{index}]"),
+                            format!("{event:?} is not a valid event type (1 to {MAX_EVENT_LEN} characters of A-Z a-z 0-9 . _ -)"),
+                        );
+                    }
+                }
+                EventFilter::Only(list.iter().cloned().collect())
+            }
+        };
+
+        let auth = Authenticator::from_settings(&settings.auth)
+            .map_err(|(key, reason)| errors.push(format!("{path}.auth{key}"), reason));
+
+        let id_rule = match &settings.idempotency {
+            None => IdRule::Random,
+            Some(idempotency) if idempotency.fields == ["body"] => IdRule::Body,
+            Some(idempotency) if idempotency.fields.is_empty() => {
+                errors.push(
+                    format!("{path}.idempotency.fields"),
+                    "list at least one JSON pointer (or [\"body\"])",
+                );
+                IdRule::Random
+            }
+            Some(idempotency) => {
+                let mut pointers = Vec::new();
+                for (index, field) in idempotency.fields.iter().enumerate() {
+                    match Pointer::parse(field) {
+                        Ok(pointer) => pointers.push(pointer),
+                        Err(reason) => errors.push(
+                            format!("{path}.idempotency.fields[{index}]"),
+                            reason,
+                        ),
+                    }
+                }
+                IdRule::Fields(pointers)
+            }
+        };
+
+        let key_rule = match settings.key.as_deref() {
+            None => None,
+            Some(key) => match key.strip_prefix("header:") {
+                Some(header) => actix_web::http::header::HeaderName::try_from(header)
+                    .map(KeyRule::Header)
+                    .map_err(|_| errors.push(format!("{path}.key"), format!("{header:?} is not a valid header name")))
+                    .ok(),
+                None => Pointer::parse(key)
+                    .map(KeyRule::Field)
+                    .map_err(|reason| errors.push(format!("{path}.key"), format!("{reason} (or write header:NAME)")))
+                    .ok(),
+            },
+        };
+
+        let mut content_types = Vec::new();
+        if settings.content_types.is_empty() {
+            errors.push(format!("{path}.content_types"), "list at least one media type");
+        }
+        for (index, media_type) in settings.content_types.iter().enumerate() {
+            let normalized = media_type.trim().to_ascii_lowercase();
+            let valid = normalized.split_once('/').is_some_and(|(kind, sub)| {
+                !kind.is_empty() && !sub.is_empty() && !normalized.contains([';', ' ', ','])
+            });
+            if valid {
+                content_types.push(normalized);
+            } else {
+                errors.push(
+                    format!("{path}.content_types[{index}]"),
+                    format!("{media_type:?} is not a media type such as application/json"),
+                );
+            }
+        }
+
+        let success_status = match settings.success_status {
+            200 | 202 | 204 => StatusCode::from_u16(settings.success_status).ok(),
+            other => {
+                errors.push(
+                    format!("{path}.success_status"),
+                    format!("{other} is not one of 200, 202, 204"),
+                );
+                None
+            }
+        };
+
+        let max_body_bytes = settings
+            .max_body_bytes
+            .unwrap_or(root.server.max_body_bytes);
+        if max_body_bytes == 0 {
+            errors.push(format!("{path}.max_body_bytes"), "must be greater than 0");
+        }
+
+        if let (Ok(topic), Ok(source_name), EventFilter::Only(list)) =
+            (&topic, &source_name, &events)
+        {
+            for event in list.iter().filter_map(|event| EventType::parse(event)) {
+                let rendered = topic.render(source_name, &event);
+                if rendered.len() > MAX_TOPIC_LEN {
+                    errors.push(
+                        format!("{path}.topic"),
+                        format!("topic {rendered:?} is longer than Kafka's {MAX_TOPIC_LEN} characters"),
+                    );
+                }
+            }
+        }
+
+        match (source_name, topic, auth, success_status) {
+            (Ok(name), Ok(topic), Ok(auth), Some(success_status)) if errors.is_empty() => {
+                Ok(Source {
+                    ce_source: format!("/sources/{name}"),
+                    name,
+                    topic,
+                    events,
+                    auth,
+                    id_rule,
+                    key_rule,
+                    ack: settings.ack.unwrap_or(root.delivery.ack),
+                    content_types,
+                    success_status,
+                    max_body_bytes,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+
+    /// Every topic this source can publish to, when the configuration fixes them; `None` when the
+    /// topic depends on an event type that is not listed.
+    pub fn known_topics(&self) -> Option<Vec<String>> {
+        if !self.topic.uses_event() {
+            let placeholder = EventType(format!("{}.webhook", self.name));
+            return Some(vec![self.topic.render(&self.name, &placeholder)]);
+        }
+        match &self.events {
+            EventFilter::Any => None,
+            EventFilter::Only(list) => {
+                let mut topics: Vec<String> = list
+                    .iter()
+                    .filter_map(|event| EventType::parse(event))
+                    .map(|event| self.topic.render(&self.name, &event))
+                    .collect();
+                topics.sort();
+                topics.dedup();
+                Some(topics)
+            }
+        }
+    }
+
+    /// The event type of a request: the path segment, else `{source}.webhook`.
+    /// `None` means the event is not accepted by this source (404).
+    pub fn event_type(&self, segment: Option<&str>) -> Option<EventType> {
+        let event = match segment {
+            Some(segment) => EventType::parse(segment)?,
+            None => EventType(format!("{}.webhook", self.name)),
+        };
+        match &self.events {
+            EventFilter::Only(list) if !list.contains(event.as_str()) => None,
+            _ => Some(event),
+        }
+    }
+
+    /// Whether `content_type` (a full header value) names an accepted media type.
+    pub fn accepts_content_type(&self, content_type: &str) -> bool {
+        let media_type = content_type.split(';').next().unwrap_or("").trim();
+        self.content_types
+            .iter()
+            .any(|accepted| accepted.eq_ignore_ascii_case(media_type))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> SourceName {
+        SourceName::parse(text).unwrap()
+    }
+
+    #[test]
+    fn topic_template_substitutes_source_and_event() {
+        let template = TopicTemplate::parse("webhooks.{source}.{event}").unwrap();
+        let event = EventType::parse("course.completed.50").unwrap();
+        assert_eq!(
+            template.render(&name("tagmango"), &event),
+            "webhooks.tagmango.course.completed.50"
+        );
+        assert!(template.uses_event());
+    }
+
+    #[test]
+    fn topic_template_rejects_unknown_placeholders_and_bad_characters() {
+        let error = TopicTemplate::parse("webhooks.{tenant}").unwrap_err();
+        assert!(error.contains("unknown placeholder {tenant}"), "{error}");
+        let error = TopicTemplate::parse("webhooks/{source}").unwrap_err();
+        assert!(error.contains("'/'"), "{error}");
+        assert!(TopicTemplate::parse("webhooks.{source").is_err());
+        assert!(TopicTemplate::parse("").is_err());
+    }
+
+    #[test]
+    fn event_types_are_limited_to_topic_characters() {
+        assert!(EventType::parse("course.completed.50").is_some());
+        assert!(EventType::parse("a/b").is_none());
+        assert!(EventType::parse("").is_none());
+        assert!(EventType::parse(&"x".repeat(MAX_EVENT_LEN + 1)).is_none());
+    }
+}

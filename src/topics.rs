@@ -1,0 +1,136 @@
+//! Which Kafka topics exist, kept current by a watcher thread.
+//!
+//! Kafka does not tell a producer synchronously that a topic is missing: a record for one sits in
+//! the queue until `message.timeout.ms` and is then lost. So the relay checks at start that every
+//! topic its configuration can publish to exists (or creates them with `kafka.create_topics`),
+//! and for sources whose topic depends on an unlisted event type it accepts an event only when
+//! its topic is known to exist.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::health::{Health, KafkaState};
+use crate::publisher::Publisher;
+
+/// How often the watcher refreshes metadata while everything is fine, and while it is not.
+const REFRESH_HEALTHY: Duration = Duration::from_secs(10);
+const REFRESH_UNHEALTHY: Duration = Duration::from_secs(1);
+
+pub struct Topics {
+    /// Topics the configuration names; all must exist for the relay to be ready.
+    required: Vec<String>,
+    known: RwLock<HashSet<String>>,
+}
+
+impl Topics {
+    pub fn new(required: Vec<String>) -> Topics {
+        Topics {
+            required,
+            known: RwLock::new(HashSet::new()),
+        }
+    }
+
+    pub fn required(&self) -> &[String] {
+        &self.required
+    }
+
+    pub fn exists(&self, topic: &str) -> bool {
+        self.known
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .contains(topic)
+    }
+
+    pub fn insert(&self, topic: String) {
+        self.known
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(topic);
+    }
+
+    /// Replaces the known set with fresh metadata and returns the required topics it lacks.
+    pub fn refresh(&self, names: HashSet<String>) -> Vec<String> {
+        let missing = self
+            .required
+            .iter()
+            .filter(|topic| !names.contains(*topic))
+            .cloned()
+            .collect();
+        *self.known.write().unwrap_or_else(|poison| poison.into_inner()) = names;
+        missing
+    }
+
+    /// Fetches metadata once and records the result in `health`.
+    pub fn check(&self, publisher: &Publisher, health: &Health, timeout: Duration) -> KafkaState {
+        let state = match publisher.topic_names(timeout) {
+            Ok(names) => {
+                let missing = self.refresh(names);
+                if missing.is_empty() {
+                    KafkaState::Ok
+                } else {
+                    KafkaState::MissingTopics(missing)
+                }
+            }
+            Err(error) => KafkaState::NotYetReached(error.to_string()),
+        };
+        health.set_kafka(state.clone());
+        state
+    }
+}
+
+/// The background thread that keeps [`Topics`] and Kafka's part of [`Health`] current.
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    pub fn spawn(
+        topics: Arc<Topics>,
+        publisher: Arc<Publisher>,
+        health: Arc<Health>,
+        timeout: Duration,
+    ) -> std::io::Result<Watcher> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("kafka-metadata".to_owned())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    let mut previous = health.kafka();
+                    while !stop.load(Ordering::Acquire) {
+                        topics.check(&publisher, &health, timeout);
+                        let state = health.kafka();
+                        if state != previous {
+                            match &state {
+                                KafkaState::Ok => tracing::info!("Kafka metadata reachable, every topic exists"),
+                                other => tracing::warn!(state = ?other, "Kafka is not ready for this relay"),
+                            }
+                            previous = state.clone();
+                        }
+                        let wait = if state == KafkaState::Ok {
+                            REFRESH_HEALTHY
+                        } else {
+                            REFRESH_UNHEALTHY
+                        };
+                        std::thread::park_timeout(wait);
+                    }
+                }
+            })?;
+        Ok(Watcher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
