@@ -32,7 +32,8 @@ async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     if reasons.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready" }))
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({ "status": "not_ready", "reasons": reasons }))
+        HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "not_ready", "reasons": reasons }))
     }
 }
 

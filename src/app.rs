@@ -87,7 +87,10 @@ impl Application {
             }
             KafkaState::MissingTopics(missing) => return Err(StartupError::MissingTopics(missing)),
             KafkaState::NotYetReached(reason) | KafkaState::Unreachable(reason) => {
-                tracing::warn!(reason, "Kafka metadata unreachable at start; not ready until it is")
+                tracing::warn!(
+                    reason,
+                    "Kafka metadata unreachable at start; not ready until it is"
+                )
             }
             KafkaState::Ok => {}
         }
@@ -209,7 +212,10 @@ impl Application {
         if undelivered == 0 {
             tracing::info!("producer flushed: every accepted record is acknowledged by Kafka");
         } else {
-            tracing::error!(undelivered, "shutdown deadline passed with records not acknowledged by Kafka");
+            tracing::error!(
+                undelivered,
+                "shutdown deadline passed with records not acknowledged by Kafka"
+            );
         }
 
         admin_handle.stop(true).await;

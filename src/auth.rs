@@ -47,11 +47,14 @@ impl Authenticator {
                 }
                 let header = match token.location {
                     TokenLocation::Query => None,
-                    TokenLocation::Header => Some(
-                        HeaderName::try_from(token.name.as_str()).map_err(|_| {
-                            (".name".to_owned(), format!("{:?} is not a valid header name", token.name))
-                        })?,
-                    ),
+                    TokenLocation::Header => {
+                        Some(HeaderName::try_from(token.name.as_str()).map_err(|_| {
+                            (
+                                ".name".to_owned(),
+                                format!("{:?} is not a valid header name", token.name),
+                            )
+                        })?)
+                    }
                 };
                 if token.secrets.is_empty() {
                     return Err((
@@ -64,7 +67,8 @@ impl Authenticator {
                     .iter()
                     .enumerate()
                     .map(|(index, reference)| {
-                        Secret::resolve(reference).map_err(|reason| (format!(".secrets[{index}]"), reason))
+                        Secret::resolve(reference)
+                            .map_err(|reason| (format!(".secrets[{index}]"), reason))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Authenticator::Token {
@@ -183,11 +187,17 @@ mod tests {
     #[test]
     fn wrong_or_missing_query_token_is_refused() {
         let auth = token_auth(TokenLocation::Query, "token", &["right"]);
-        let wrong = TestRequest::post().uri("/hooks/x?token=righ").to_http_request();
+        let wrong = TestRequest::post()
+            .uri("/hooks/x?token=righ")
+            .to_http_request();
         assert_eq!(auth.verify(&wrong), Err(AuthError::InvalidCredentials));
-        let longer = TestRequest::post().uri("/hooks/x?token=right1").to_http_request();
+        let longer = TestRequest::post()
+            .uri("/hooks/x?token=right1")
+            .to_http_request();
         assert_eq!(auth.verify(&longer), Err(AuthError::InvalidCredentials));
-        let missing = TestRequest::post().uri("/hooks/x?other=right").to_http_request();
+        let missing = TestRequest::post()
+            .uri("/hooks/x?other=right")
+            .to_http_request();
         assert_eq!(auth.verify(&missing), Err(AuthError::MissingCredentials));
         let empty = TestRequest::post().uri("/hooks/x?token=").to_http_request();
         assert_eq!(auth.verify(&empty), Err(AuthError::MissingCredentials));

@@ -14,7 +14,11 @@ use crate::tail::{self, StartAt, Tail};
 use crate::telemetry;
 
 #[derive(Parser)]
-#[command(name = "hookrelay", version, about = "Webhooks in, their raw bytes in Kafka.")]
+#[command(
+    name = "hookrelay",
+    version,
+    about = "Webhooks in, their raw bytes in Kafka."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,7 +71,13 @@ pub fn run() -> ExitCode {
             from,
             max,
             idle_exit_ms,
-        } => tail(&config, &topic, from, max, idle_exit_ms.map(Duration::from_millis)),
+        } => tail(
+            &config,
+            &topic,
+            from,
+            max,
+            idle_exit_ms.map(Duration::from_millis),
+        ),
     }
 }
 
@@ -85,9 +95,10 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     };
     println!("{}: ok", path.display());
     for source in &config.sources {
-        let topics = source
-            .known_topics()
-            .map_or_else(|| format!("{:?} (any event)", source.topic), |topics| topics.join(", "));
+        let topics = source.known_topics().map_or_else(
+            || format!("{:?} (any event)", source.topic),
+            |topics| topics.join(", "),
+        );
         println!(
             "  source {}: auth {}, ack {}, topics {}",
             source.name,

@@ -51,7 +51,10 @@ impl Health {
     }
 
     pub fn set_kafka(&self, state: KafkaState) {
-        let mut kafka = self.kafka.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut kafka = self
+            .kafka
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         // Once reached, an outage is "unreachable", not "not yet reached".
         let state = match (&*kafka, state) {
             (KafkaState::NotYetReached(_), state) => state,

@@ -58,14 +58,15 @@ pub struct Record<'a> {
 
 /// Builds CloudEvents binary-mode headers plus hookrelay's own.
 pub fn headers(fields: &[(&str, &[u8])]) -> OwnedHeaders {
-    fields
-        .iter()
-        .fold(OwnedHeaders::new_with_capacity(fields.len()), |headers, (key, value)| {
+    fields.iter().fold(
+        OwnedHeaders::new_with_capacity(fields.len()),
+        |headers, (key, value)| {
             headers.insert(Header {
                 key,
                 value: Some(*value),
             })
-        })
+        },
+    )
 }
 
 /// What travels with a record to its delivery report.
@@ -177,12 +178,14 @@ impl Progress {
     pub fn retry_after_secs(&self, backlog: u64) -> u64 {
         let now = Instant::now();
         let rate = {
-            let mut sample = self.sample.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut sample = self
+                .sample
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             let elapsed = now.duration_since(sample.at);
             if elapsed >= Duration::from_secs(1) {
                 let delivered = self.delivered.load(Ordering::Relaxed);
-                sample.rate_per_sec =
-                    (delivered - sample.delivered) as f64 / elapsed.as_secs_f64();
+                sample.rate_per_sec = (delivered - sample.delivered) as f64 / elapsed.as_secs_f64();
                 sample.at = now;
                 sample.delivered = delivered;
             }
@@ -221,7 +224,11 @@ impl Publisher {
     }
 
     /// `memory` mode: enqueue and return; the delivery report only moves metrics.
-    pub fn enqueue(&self, record: Record<'_>, source: &Arc<SourceMetrics>) -> Result<(), PublishError> {
+    pub fn enqueue(
+        &self,
+        record: Record<'_>,
+        source: &Arc<SourceMetrics>,
+    ) -> Result<(), PublishError> {
         self.send(record, source, None)
     }
 

@@ -92,11 +92,9 @@ impl TopicTemplate {
                     parts.push(match &rest[1..end] {
                         "source" => TopicPart::Source,
                         "event" => TopicPart::Event,
-                        other => {
-                            return Err(format!(
-                                "unknown placeholder {{{other}}}: only {{source}} and {{event}} exist"
-                            ))
-                        }
+                        other => return Err(format!(
+                            "unknown placeholder {{{other}}}: only {{source}} and {{event}} exist"
+                        )),
                     });
                     rest = &rest[end + 1..];
                 }
@@ -237,10 +235,9 @@ impl Source {
                 for (index, field) in idempotency.fields.iter().enumerate() {
                     match Pointer::parse(field) {
                         Ok(pointer) => pointers.push(pointer),
-                        Err(reason) => errors.push(
-                            format!("{path}.idempotency.fields[{index}]"),
-                            reason,
-                        ),
+                        Err(reason) => {
+                            errors.push(format!("{path}.idempotency.fields[{index}]"), reason)
+                        }
                     }
                 }
                 IdRule::Fields(pointers)
@@ -252,18 +249,31 @@ impl Source {
             Some(key) => match key.strip_prefix("header:") {
                 Some(header) => actix_web::http::header::HeaderName::try_from(header)
                     .map(KeyRule::Header)
-                    .map_err(|_| errors.push(format!("{path}.key"), format!("{header:?} is not a valid header name")))
+                    .map_err(|_| {
+                        errors.push(
+                            format!("{path}.key"),
+                            format!("{header:?} is not a valid header name"),
+                        )
+                    })
                     .ok(),
                 None => Pointer::parse(key)
                     .map(KeyRule::Field)
-                    .map_err(|reason| errors.push(format!("{path}.key"), format!("{reason} (or write header:NAME)")))
+                    .map_err(|reason| {
+                        errors.push(
+                            format!("{path}.key"),
+                            format!("{reason} (or write header:NAME)"),
+                        )
+                    })
                     .ok(),
             },
         };
 
         let mut content_types = Vec::new();
         if settings.content_types.is_empty() {
-            errors.push(format!("{path}.content_types"), "list at least one media type");
+            errors.push(
+                format!("{path}.content_types"),
+                "list at least one media type",
+            );
         }
         for (index, media_type) in settings.content_types.iter().enumerate() {
             let normalized = media_type.trim().to_ascii_lowercase();
@@ -306,7 +316,9 @@ impl Source {
                 if rendered.len() > MAX_TOPIC_LEN {
                     errors.push(
                         format!("{path}.topic"),
-                        format!("topic {rendered:?} is longer than Kafka's {MAX_TOPIC_LEN} characters"),
+                        format!(
+                            "topic {rendered:?} is longer than Kafka's {MAX_TOPIC_LEN} characters"
+                        ),
                     );
                 }
             }

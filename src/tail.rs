@@ -53,7 +53,10 @@ impl Tail {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", brokers)
-            .set("group.id", format!("hookrelay-tail-{}", uuid::Uuid::now_v7().simple()))
+            .set(
+                "group.id",
+                format!("hookrelay-tail-{}", uuid::Uuid::now_v7().simple()),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
         for (key, value) in options {
@@ -109,7 +112,10 @@ impl Tail {
                         headers
                             .iter()
                             .map(|header| {
-                                (header.key.to_owned(), header.value.unwrap_or_default().to_vec())
+                                (
+                                    header.key.to_owned(),
+                                    header.value.unwrap_or_default().to_vec(),
+                                )
                             })
                             .collect()
                     })
@@ -151,7 +157,11 @@ fn is_producer_only(key: &str) -> bool {
 
 /// Writes a record for a person to read: position, key, headers, then the value as sent.
 pub fn print(out: &mut impl Write, topic: &str, record: &TailRecord) -> std::io::Result<()> {
-    writeln!(out, "--- {topic} partition {} offset {}", record.partition, record.offset)?;
+    writeln!(
+        out,
+        "--- {topic} partition {} offset {}",
+        record.partition, record.offset
+    )?;
     if let Some(key) = &record.key {
         writeln!(out, "key: {}", String::from_utf8_lossy(key))?;
     }

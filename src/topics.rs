@@ -59,7 +59,10 @@ impl Topics {
             .filter(|topic| !names.contains(*topic))
             .cloned()
             .collect();
-        *self.known.write().unwrap_or_else(|poison| poison.into_inner()) = names;
+        *self
+            .known
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = names;
         missing
     }
 

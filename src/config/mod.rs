@@ -85,7 +85,10 @@ impl Config {
         }
         check_ack_mode("delivery.ack", settings.delivery.ack, &mut errors);
         if let Err(reason) = tracing_subscriber::EnvFilter::try_new(&settings.telemetry.level) {
-            errors.push("telemetry.level", format!("not a valid log filter: {reason}"));
+            errors.push(
+                "telemetry.level",
+                format!("not a valid log filter: {reason}"),
+            );
         }
 
         if settings.sources.is_empty() {

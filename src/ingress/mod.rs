@@ -123,12 +123,22 @@ struct Delivered {
     status: StatusCode,
 }
 
-async fn receive(request: HttpRequest, payload: Payload, ingress: web::Data<Ingress>) -> HttpResponse {
+async fn receive(
+    request: HttpRequest,
+    payload: Payload,
+    ingress: web::Data<Ingress>,
+) -> HttpResponse {
     let started = Instant::now();
     let received = SystemTime::now();
     let name = request.match_info().get("source").unwrap_or_default();
     let Some(entry) = ingress.sources.get(name) else {
-        return report(&ingress, &request, started, None, Err(Rejection::UnknownSource));
+        return report(
+            &ingress,
+            &request,
+            started,
+            None,
+            Err(Rejection::UnknownSource),
+        );
     };
     let outcome = accept(&request, payload, &ingress, entry, received).await;
     report(&ingress, &request, started, Some(entry), outcome)
@@ -139,11 +149,23 @@ async fn method_not_allowed(request: HttpRequest, ingress: web::Data<Ingress>) -
         .match_info()
         .get("source")
         .and_then(|name| ingress.sources.get(name));
-    report(&ingress, &request, Instant::now(), entry, Err(Rejection::MethodNotAllowed))
+    report(
+        &ingress,
+        &request,
+        Instant::now(),
+        entry,
+        Err(Rejection::MethodNotAllowed),
+    )
 }
 
 async fn not_found(request: HttpRequest, ingress: web::Data<Ingress>) -> HttpResponse {
-    report(&ingress, &request, Instant::now(), None, Err(Rejection::NotFound))
+    report(
+        &ingress,
+        &request,
+        Instant::now(),
+        None,
+        Err(Rejection::NotFound),
+    )
 }
 
 async fn accept(
@@ -159,7 +181,10 @@ async fn accept(
         .event_type(request.match_info().get("event"))
         .ok_or(Rejection::UnknownEvent)?;
 
-    source.auth.verify(request).map_err(Rejection::Unauthorized)?;
+    source
+        .auth
+        .verify(request)
+        .map_err(Rejection::Unauthorized)?;
 
     let content_type = request
         .headers()
@@ -302,7 +327,10 @@ fn report(
     let elapsed = started.elapsed();
     ingress.metrics.request(source_label, status);
     if let Some(entry) = entry {
-        entry.metrics.request_duration.observe(elapsed.as_secs_f64());
+        entry
+            .metrics
+            .request_duration
+            .observe(elapsed.as_secs_f64());
     }
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     // The path never includes the query string, which may carry a token.

@@ -97,7 +97,9 @@ impl Rejection {
 
     fn detail(&self) -> String {
         match self {
-            Rejection::NotFound => "webhooks are posted to /hooks/{source} or /hooks/{source}/{event}".to_owned(),
+            Rejection::NotFound => {
+                "webhooks are posted to /hooks/{source} or /hooks/{source}/{event}".to_owned()
+            }
             Rejection::UnknownSource => "no source of this name is configured".to_owned(),
             Rejection::UnknownEvent => "this source does not accept this event type".to_owned(),
             Rejection::MethodNotAllowed => "webhooks must be sent with POST".to_owned(),
@@ -112,7 +114,9 @@ impl Rejection {
                 "the body was not received completely within {} ms",
                 timeout.as_millis()
             ),
-            Rejection::IncompleteBody => "the connection ended before the body was complete".to_owned(),
+            Rejection::IncompleteBody => {
+                "the connection ended before the body was complete".to_owned()
+            }
             Rejection::InvalidJson(error) => error.to_string(),
             Rejection::NotReady { .. } => {
                 "the relay cannot reach its durability point right now; retry later".to_owned()

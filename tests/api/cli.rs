@@ -1,0 +1,176 @@
+//! The command line as an operator uses it.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::helpers::{read_topic, spawn_app, Options, TestConfig};
+
+fn hookrelay(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+    command.args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("hookrelay runs")
+}
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("hookrelay.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+const GOOD: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+
+[sources.tagmango]
+events = ["course.completed.50"]
+auth = { type = "token", in = "query", name = "token", secrets = ["env:HOOKRELAY_TEST_TOKEN"] }
+idempotency = { fields = ["/courseId", "/email", "/lastProgressOn"] }
+key = "/email"
+
+[sources.open]
+auth = { type = "none" }
+"#;
+
+#[test]
+fn check_config_accepts_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, GOOD);
+    let output = hookrelay(
+        &["check-config", "--config", &path],
+        &[("HOOKRELAY_TEST_TOKEN", "t")],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("webhooks.tagmango.course.completed.50"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("HOOKRELAY_TEST_TOKEN=t"));
+}
+
+/// Each broken file exits 2 and names the key path and the reason.
+#[test]
+fn check_config_names_the_key_and_reason_of_each_problem() {
+    type Environment = &'static [(&'static str, &'static str)];
+    let cases: &[(&str, String, Environment, &str)] = &[
+        ("missing secret", GOOD.to_owned(), &[], "sources.tagmango.auth.secrets[0]: environment variable HOOKRELAY_TEST_TOKEN is not set"),
+        ("literal secret", GOOD.replace("env:HOOKRELAY_TEST_TOKEN", "hunter2"), &[], "sources.tagmango.auth.secrets[0]: a secret must be written as env:NAME or file:/path"),
+        ("bad listen address", format!("[server]\nlisten = \"localhost\"\n{GOOD}"), &[("HOOKRELAY_TEST_TOKEN", "t")], "server.listen: "),
+        ("unknown placeholder", GOOD.replace("[sources.open]", "[sources.open]\ntopic = \"webhooks.{tenant}\""), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.topic: unknown placeholder {tenant}"),
+        ("empty source list", "[kafka]\nbrokers = \"127.0.0.1:9092\"\n".to_owned(), &[], "sources: no source is configured"),
+        ("unknown key", GOOD.replace("[kafka]", "[kafka]\nbrokerz = \"x\""), &[("HOOKRELAY_TEST_TOKEN", "t")], "kafka.brokerz: unknown field: found `brokerz`"),
+        ("auth omitted", GOOD.replace("auth = { type = \"none\" }", ""), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open: missing field `auth`"),
+        ("spool not yet available", format!("[delivery]\nack = \"spool\"\n{GOOD}"), &[("HOOKRELAY_TEST_TOKEN", "t")], "delivery.ack: \"spool\" is not available"),
+        ("bad environment override", GOOD.to_owned(), &[("HOOKRELAY_TEST_TOKEN", "t"), ("HOOKRELAY__SERVER__BODY_TIMEOUT_MS", "soon")], "server.body_timeout_ms: "),
+    ];
+    for (name, text, env, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(&dir, text);
+        let output = hookrelay(&["check-config", "--config", &path], env);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{name}: expected {expected:?} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, GOOD);
+    let output = hookrelay(
+        &["check-config", "--config", &path],
+        &[
+            ("HOOKRELAY_TEST_TOKEN", "t"),
+            ("HOOKRELAY__SOURCES__OPEN__TOPIC", "{source}.from-env"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("open.from-env"), "{stdout}");
+}
+
+#[test]
+fn serve_refuses_to_start_when_topics_are_missing() {
+    let config = TestConfig::new(&Options {
+        create_topics: false,
+        ..Options::default()
+    });
+    let output = hookrelay(
+        &["serve", "--config", &config.path.display().to_string()],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("these Kafka topics do not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&config.topic("course.completed.50")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn tail_prints_key_headers_and_value() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.post_sample("course.completed.50")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    let topic = app.config.topic("course.completed.50");
+    let config = app.config.path.display().to_string();
+    let records = tokio::task::spawn_blocking({
+        let topic = topic.clone();
+        move || read_topic(&topic, 1, Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    assert_eq!(records.len(), 1);
+
+    let output = tokio::task::spawn_blocking(move || {
+        hookrelay(
+            &[
+                "tail",
+                "--config",
+                &config,
+                "--topic",
+                &topic,
+                "--max",
+                "1",
+                "--idle-exit-ms",
+                "10000",
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(stdout.contains("key: student@example.com"), "{stdout}");
+    assert!(stdout.contains("ce_type: course.completed.50"), "{stdout}");
+    assert!(
+        stdout.contains("\"courseId\": \"634fc35ddaf58580e2418c40\""),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,271 @@
+//! Ack modes, readiness and shutdown.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+
+use crate::helpers::{
+    assert_problem, read_topic, sample, spawn_app, spawn_app_with, spawn_from_config,
+    wait_for_port, Options, TestConfig, TOKEN,
+};
+
+#[tokio::test]
+async fn broker_mode_with_brokers_down_gets_503_with_retry_after_within_the_timeout() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let options = Options {
+        brokers: cluster.bootstrap_servers(),
+        broker_timeout_ms: 1_500,
+        create_topics: false,
+        ..Options::default()
+    };
+    // The mock cluster has no topic admin API: create the topic the relay will publish to.
+    let app = {
+        let config = TestConfig::new(&options);
+        for event in crate::helpers::TAGMANGO_SAMPLES {
+            cluster.create_topic(&config.topic(event), 1, 1).unwrap();
+        }
+        spawn_from_config(config).await
+    };
+    let accepted = app.post_sample("course.completed.50").await;
+    assert_eq!(
+        accepted.status().as_u16(),
+        200,
+        "accepted while the broker is up"
+    );
+
+    cluster.broker_down(-1).unwrap();
+    let started = Instant::now();
+    let response = app.post_sample("course.completed.50").await;
+    let elapsed = started.elapsed();
+
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!((1..=300).contains(&retry_after));
+    assert_problem(response, 503, "kafka_unavailable").await;
+    assert!(
+        elapsed <= Duration::from_millis(1_500 + 1_000),
+        "answered after {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_is_reported_and_metrics_count_requests_by_source_and_status() {
+    let app = spawn_app().await;
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.admin_address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let healthy = app
+        .client
+        .get(format!("{}/healthz", app.admin_address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthy.status().as_u16(), 200);
+
+    for _ in 0..3 {
+        assert_eq!(
+            app.post_sample("course.completed.50")
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    let wrong = format!(
+        "{}/hooks/tagmango/course.completed.50?token=nope",
+        app.address
+    );
+    assert_eq!(
+        app.post_json(&wrong, sample("course.completed.50"))
+            .await
+            .status()
+            .as_u16(),
+        401
+    );
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.admin_address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hookrelay_http_requests_total{source=\"tagmango\",status=\"200\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hookrelay_http_requests_total{source=\"tagmango\",status=\"401\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hookrelay_kafka_records_delivered_total{source=\"tagmango\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hookrelay_kafka_records_failed_total{source=\"tagmango\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "hookrelay_rejections_total{reason=\"invalid_credentials\",source=\"tagmango\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hookrelay_ready 1"), "{metrics}");
+    assert!(!metrics.contains(TOKEN));
+}
+
+#[tokio::test]
+async fn readiness_fails_from_the_first_moment_of_shutdown() {
+    let app = spawn_app().await;
+    let admin = app.admin_address.clone();
+    let client = app.client.clone();
+    let shutdown = tokio::spawn(app.shutdown());
+    // The admin listener stays up until the producer is flushed; poll it while it is.
+    let mut saw_not_ready = false;
+    for _ in 0..50 {
+        match client.get(format!("{admin}/readyz")).send().await {
+            Ok(response) if response.status().as_u16() == 503 => {
+                let body: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(body["status"], "not_ready");
+                assert!(
+                    body["reasons"].to_string().contains("shutting down"),
+                    "{body}"
+                );
+                saw_not_ready = true;
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(_) => break,
+        }
+    }
+    assert_eq!(shutdown.await.unwrap(), 0);
+    assert!(saw_not_ready, "readyz answered 503 during shutdown");
+}
+
+#[tokio::test]
+async fn unreachable_kafka_at_start_makes_the_relay_not_ready_and_refuse_with_503() {
+    let dead = format!("127.0.0.1:{}", crate::helpers::free_port());
+    let app = spawn_app_with(Options {
+        brokers: dead,
+        create_topics: false,
+        ..Options::default()
+    })
+    .await;
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.admin_address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert!(
+        body["reasons"]
+            .to_string()
+            .contains("Kafka metadata unreachable"),
+        "{body}"
+    );
+
+    let response = app.post_sample("course.completed.50").await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_problem(response, 503, "not_ready").await;
+}
+
+#[tokio::test]
+async fn memory_mode_delivers_every_accepted_event_when_sigterm_arrives() {
+    const EVENTS: usize = 1_000;
+    let config = TestConfig::new(&Options {
+        ack: "memory",
+        shutdown_timeout_ms: 20_000,
+        ..Options::default()
+    });
+    let text = std::fs::read_to_string(&config.path).unwrap();
+    let port = text
+        .lines()
+        .find_map(|line| line.strip_prefix("listen = \"127.0.0.1:"))
+        .and_then(|rest| rest.trim_end_matches('"').parse::<u16>().ok())
+        .unwrap();
+    // Topics are created by the relay at start (kafka.create_topics = true).
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["serve", "--config"])
+        .arg(&config.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("relay starts");
+    let address = format!("127.0.0.1:{port}");
+    tokio::task::spawn_blocking({
+        let address = address.clone();
+        move || wait_for_port(&address, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+
+    let client = reqwest::Client::new();
+    let url = format!("http://{address}/hooks/tagmango/course.completed.50?token={TOKEN}");
+    let mut ids = Vec::with_capacity(EVENTS);
+    let mut batch = Vec::new();
+    for n in 0..EVENTS {
+        let body = format!(
+            "{{\"email\":\"s{n}@example.com\",\"courseId\":\"c\",\"lastProgressOn\":\"2023-11-20T18:30Z\"}}"
+        );
+        batch.push(
+            client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send(),
+        );
+        if batch.len() == 50 || n == EVENTS - 1 {
+            for response in futures_util::future::join_all(batch.drain(..)).await {
+                let response = response.unwrap();
+                assert_eq!(response.status().as_u16(), 200);
+                let body: serde_json::Value = response.json().await.unwrap();
+                ids.push(body["id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    drop(client);
+
+    let pid = relay.id() as libc::pid_t;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || relay.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "clean exit after SIGTERM");
+
+    let topic = config.topic("course.completed.50");
+    let records =
+        tokio::task::spawn_blocking(move || read_topic(&topic, EVENTS, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    let mut published: Vec<String> = records
+        .iter()
+        .map(|record| record.header("ce_id").unwrap().to_owned())
+        .collect();
+    published.sort();
+    ids.sort();
+    assert_eq!(
+        published.len(),
+        EVENTS,
+        "every accepted event is in the topic"
+    );
+    assert_eq!(published, ids);
+}

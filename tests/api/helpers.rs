@@ -1,0 +1,437 @@
+//! The test harness: a real Kafka-protocol broker (tansu) started once per test binary on a free
+//! port, relays spawned in-process on free ports with a unique topic prefix per test, and readers
+//! for what arrived in Kafka.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hookrelay::app::Application;
+use hookrelay::config::Config;
+use hookrelay::tail::{StartAt, Tail, TailRecord};
+use tokio::sync::oneshot;
+
+pub const TOKEN: &str = "test-token-7f3a";
+
+/// Every TagMango sample shipped in `samples/tagmango/`, by event type.
+pub const TAGMANGO_SAMPLES: &[&str] = &[
+    "course.completed.50",
+    "order.created.completed",
+    "order.recurring.created",
+    "subscription.expired",
+    "user.deleted",
+    "webinar.completed.all",
+    "webinar.reminder.15min",
+];
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+pub fn sample(event: &str) -> Vec<u8> {
+    std::fs::read(repo_path(&format!("samples/tagmango/{event}.json"))).expect("sample exists")
+}
+
+/// A tansu broker process, shared by every test of the binary.
+pub struct Broker {
+    pub address: String,
+    /// For tests that pause the broker (SIGSTOP).
+    #[allow(dead_code)]
+    pub pid: u32,
+    /// Killed by its parent-death signal when the test binary exits.
+    _process: Child,
+}
+
+/// The shared broker, started on first use.
+pub fn broker() -> &'static Broker {
+    static BROKER: OnceLock<Broker> = OnceLock::new();
+    BROKER.get_or_init(start_broker)
+}
+
+fn tansu_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("TANSU_BIN") {
+        return PathBuf::from(path);
+    }
+    let in_cargo_home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|home| Path::new(&home).join(".cargo")))
+        .map(|home| home.join("bin/tansu"));
+    match in_cargo_home {
+        Ok(path) if path.is_file() => path,
+        _ => PathBuf::from("tansu"),
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts tansu from a thread that lives as long as the test process, with the parent-death
+/// signal set, so the broker dies with the test binary whatever way it ends.
+pub fn spawn_broker_process(port: u16) -> Child {
+    let binary = tansu_binary();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(&binary);
+        command
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe and only affects the child being started.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn();
+        let _ = sender.send(child);
+        // Keep this thread (the child's parent for PR_SET_PDEATHSIG) alive.
+        loop {
+            std::thread::park();
+        }
+    });
+    match receiver.recv().expect("broker thread reports") {
+        Ok(child) => child,
+        Err(error) => panic!(
+            "cannot start the tansu broker ({error}). Install it with \
+             `cargo install tansu --locked --version 0.6.0 --features dynostore` \
+             (scripts/test does this), or set TANSU_BIN to its path."
+        ),
+    }
+}
+
+fn start_broker() -> Broker {
+    let port = free_port();
+    let child = spawn_broker_process(port);
+    let address = format!("127.0.0.1:{port}");
+    wait_for_port(&address, Duration::from_secs(30));
+    Broker {
+        address,
+        pid: child.id(),
+        _process: child,
+    }
+}
+
+pub fn wait_for_port(address: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(address).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {address} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A unique topic prefix, so tests never see each other's records.
+pub fn unique_prefix() -> String {
+    format!("it-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// What varies between test relays.
+pub struct Options {
+    pub brokers: String,
+    pub ack: &'static str,
+    pub max_body_bytes: usize,
+    pub body_timeout_ms: u64,
+    pub broker_timeout_ms: u64,
+    pub shutdown_timeout_ms: u64,
+    /// Extra TOML appended at the end (more sources, `[kafka.options]`).
+    pub extra: String,
+    /// Create topics at start (tansu); the MockCluster has no topic admin API.
+    pub create_topics: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            brokers: broker().address.clone(),
+            ack: "broker",
+            max_body_bytes: 65_536,
+            body_timeout_ms: 2_000,
+            broker_timeout_ms: 5_000,
+            shutdown_timeout_ms: 5_000,
+            extra: String::new(),
+            create_topics: true,
+        }
+    }
+}
+
+/// A configuration file for a test relay, with its token file kept alive beside it.
+pub struct TestConfig {
+    /// Holds the token file for as long as the configuration is used.
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub prefix: String,
+}
+
+impl TestConfig {
+    pub fn new(options: &Options) -> TestConfig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token_file = dir.path().join("tagmango.token");
+        std::fs::write(&token_file, TOKEN).expect("token file");
+        let prefix = unique_prefix();
+        let events = TAGMANGO_SAMPLES
+            .iter()
+            .map(|event| format!("{event:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{ingress}"
+admin_listen = "127.0.0.1:{admin}"
+max_body_bytes = {max_body_bytes}
+body_timeout_ms = {body_timeout_ms}
+shutdown_timeout_ms = {shutdown_timeout_ms}
+workers = 2
+
+[kafka]
+brokers = "{brokers}"
+create_topics = {create_topics}
+topic_partitions = 1
+metadata_timeout_ms = 3000
+
+[delivery]
+ack = "{ack}"
+broker_timeout_ms = {broker_timeout_ms}
+
+[telemetry]
+level = "info"
+
+[sources.tagmango]
+topic = "{prefix}.{{source}}.{{event}}"
+events = [{events}]
+auth = {{ type = "token", in = "query", name = "token", secrets = ["file:{token_file}"] }}
+idempotency = {{ fields = ["/courseId", "/email", "/lastProgressOn"] }}
+key = "/email"
+{extra}
+"#,
+            ingress = free_port(),
+            admin = free_port(),
+            max_body_bytes = options.max_body_bytes,
+            body_timeout_ms = options.body_timeout_ms,
+            shutdown_timeout_ms = options.shutdown_timeout_ms,
+            brokers = options.brokers,
+            create_topics = options.create_topics,
+            ack = options.ack,
+            broker_timeout_ms = options.broker_timeout_ms,
+            token_file = token_file.display(),
+            extra = options.extra,
+        );
+        let path = dir.path().join("hookrelay.toml");
+        std::fs::write(&path, text).expect("config file");
+        TestConfig {
+            _dir: dir,
+            path,
+            prefix,
+        }
+    }
+
+    pub fn topic(&self, event: &str) -> String {
+        format!("{}.tagmango.{event}", self.prefix)
+    }
+}
+
+/// A relay running in this process.
+pub struct TestApp {
+    pub address: String,
+    pub admin_address: String,
+    pub config: TestConfig,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<u64>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    spawn_from_config(TestConfig::new(&options)).await
+}
+
+pub async fn spawn_from_config(config: TestConfig) -> TestApp {
+    let loaded = Config::load(&config.path).unwrap_or_else(|errors| panic!("{errors}"));
+    let application = Application::build(loaded).await.expect("relay starts");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let admin_address = format!("http://127.0.0.1:{}", application.admin_port());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(application.run_until(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        admin_address,
+        config,
+        client: reqwest::Client::new(),
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn hook_url(&self, event: &str) -> String {
+        format!("{}/hooks/tagmango/{event}?token={TOKEN}", self.address)
+    }
+
+    pub async fn post_sample(&self, event: &str) -> reqwest::Response {
+        self.post_json(&self.hook_url(event), sample(event)).await
+    }
+
+    pub async fn post_json(&self, url: &str, body: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub fn socket_address(&self) -> SocketAddr {
+        self.address
+            .trim_start_matches("http://")
+            .parse()
+            .expect("socket address")
+    }
+
+    /// Stops the relay the way a signal would, and returns the count of unacknowledged records.
+    pub async fn shutdown(mut self) -> u64 {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.expect("relay task").expect("relay shutdown"),
+            None => 0,
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Reads up to `count` records of `topic` from the shared broker (waits at most `idle` for each).
+pub fn read_topic(topic: &str, count: usize, idle: Duration) -> Vec<TailRecord> {
+    read_topic_from(&broker().address, topic, count, idle)
+}
+
+pub fn read_topic_from(
+    brokers: &str,
+    topic: &str,
+    count: usize,
+    idle: Duration,
+) -> Vec<TailRecord> {
+    let tail = Tail::open(
+        brokers,
+        std::iter::empty(),
+        topic,
+        StartAt::Beginning,
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    tail.collect(count, idle)
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Sends raw bytes on a new connection and returns what the server answered before closing or
+/// `timeout`. Write errors are ignored: the server may answer and close before the body ends.
+pub fn raw_exchange(address: SocketAddr, parts: &[(&[u8], Duration)], timeout: Duration) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("read timeout");
+    for (bytes, pause) in parts {
+        if stream.write_all(bytes).is_err() {
+            break;
+        }
+        std::thread::sleep(*pause);
+    }
+    read_response(&mut stream)
+}
+
+pub fn read_response(stream: &mut TcpStream) -> String {
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => {
+                response.extend_from_slice(&buffer[..read]);
+                if complete_response(&response) {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Whether `bytes` holds a whole HTTP/1.1 response with a Content-Length body.
+fn complete_response(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    head.lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .is_some_and(|length| body.len() >= length)
+}
+
+/// The status code of a raw HTTP response.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
+}
+
+/// Asserts a problem-details answer with `status` and `code`, and returns its body.
+pub async fn assert_problem(
+    response: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: serde_json::Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["code"], code, "problem code in {body}");
+    assert_eq!(body["status"], status, "problem status in {body}");
+    assert!(body["detail"]
+        .as_str()
+        .is_some_and(|detail| !detail.is_empty()));
+    body
+}

@@ -1,0 +1,11 @@
+//! Integration tests: one binary, against a real tansu broker started by the harness.
+
+// The harness sets the broker's parent-death signal and signals child processes.
+#![allow(unsafe_code)]
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod delivery;
+mod helpers;
+mod publish;
+mod refusals;
