@@ -131,7 +131,6 @@ fn serve(path: &std::path::Path) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
         Err(error) => {
-            tracing::error!(%error, "hookrelay stopped");
             eprintln!("hookrelay: {error}");
             ExitCode::from(EXIT_FAILURE)
         }

@@ -92,9 +92,11 @@ impl TopicTemplate {
                     parts.push(match &rest[1..end] {
                         "source" => TopicPart::Source,
                         "event" => TopicPart::Event,
-                        other => return Err(format!(
+                        other => {
+                            return Err(format!(
                             "unknown placeholder {{{other}}}: only {{source}} and {{event}} exist"
-                        )),
+                        ))
+                        }
                     });
                     rest = &rest[end + 1..];
                 }
