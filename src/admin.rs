@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 pub struct Admin {
     pub health: Arc<Health>,
     pub metrics: Metrics,
+    pub spool: Option<Arc<crate::spool::Shared>>,
 }
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -38,6 +39,15 @@ async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
 }
 
 async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
+    admin.health.refresh_gauge();
+    if let Some(spool) = &admin.spool {
+        let metrics = &admin.metrics;
+        metrics.spool_records.set(spool.live_records() as i64);
+        metrics.spool_bytes.set(spool.live_bytes() as i64);
+        metrics
+            .spool_oldest_age_seconds
+            .set(spool.oldest_age().as_secs_f64());
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(admin.metrics.render())

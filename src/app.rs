@@ -9,12 +9,16 @@ use std::time::Instant;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
+use std::collections::HashMap;
+
 use crate::admin::{self, Admin};
 use crate::config::{AckMode, Config};
 use crate::health::{Health, KafkaState};
+use crate::idempotency::Idempotency;
 use crate::ingress::{self, Ingress};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SourceMetrics};
 use crate::publisher::Publisher;
+use crate::spool::{Spool, SpoolParts, SpoolThreads};
 use crate::topics::{Topics, Watcher};
 
 /// Why the relay could not start.
@@ -33,6 +37,11 @@ pub enum StartupError {
     },
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot open the spool in {dir}: {source}")]
+    Spool {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub struct Application {
@@ -44,6 +53,7 @@ pub struct Application {
     publisher: Arc<Publisher>,
     health: Arc<Health>,
     watcher: Watcher,
+    spool: Option<(Spool, SpoolThreads)>,
 }
 
 impl Application {
@@ -66,6 +76,20 @@ impl Application {
             .iter()
             .any(|source| source.ack == AckMode::Broker);
         let health = Arc::new(Health::new(outage_blocks, metrics.ready.clone()));
+        let source_metrics: HashMap<String, Arc<SourceMetrics>> = config
+            .sources
+            .iter()
+            .map(|source| {
+                let name = source.name.as_str();
+                (name.to_owned(), metrics.source(name))
+            })
+            .collect();
+        let idempotency = Arc::new(Idempotency::new(&config));
+        let spool = if config.uses_spool() {
+            Some(open_spool(&config, &metrics, &idempotency)?)
+        } else {
+            None
+        };
 
         match check_topics(&topics, &publisher, &health, &config).await {
             KafkaState::MissingTopics(missing) if config.kafka.create_topics => {
@@ -95,12 +119,30 @@ impl Application {
             KafkaState::Ok => {}
         }
 
+        let spool = match spool {
+            Some((spool, parts)) => {
+                health.watch_spool(spool.shared().clone());
+                let threads = parts
+                    .start_forwarder(
+                        publisher.clone(),
+                        source_metrics.clone(),
+                        metrics.forwarder_retries.clone(),
+                    )
+                    .map_err(StartupError::Thread)?;
+                Some((spool, threads))
+            }
+            None => None,
+        };
+
         let ingress_state = web::Data::new(Ingress::new(
             &config,
+            &source_metrics,
             publisher.clone(),
             topics.clone(),
             health.clone(),
             metrics.clone(),
+            spool.as_ref().map(|(spool, _)| spool.clone()),
+            idempotency,
         ));
         let (ingress_listener, ingress_port) = bind(config.server.listen)?;
         let workers = match config.server.workers {
@@ -126,6 +168,7 @@ impl Application {
         let admin_state = web::Data::new(Admin {
             health: health.clone(),
             metrics,
+            spool: spool.as_ref().map(|(spool, _)| spool.shared().clone()),
         });
         let (admin_listener, admin_port) = bind(config.server.admin_listen)?;
         let admin = HttpServer::new(move || {
@@ -160,6 +203,7 @@ impl Application {
             publisher,
             health,
             watcher,
+            spool,
         })
     }
 
@@ -173,8 +217,9 @@ impl Application {
         self.admin_port
     }
 
-    /// Serves until `stop` completes, then shuts down in order and returns the number of records
-    /// that were still not acknowledged by Kafka at the deadline.
+    /// Serves until `stop` completes, then shuts down in order and returns the number of
+    /// `memory`-mode records that were still not acknowledged by Kafka at the deadline (spooled
+    /// records not yet delivered stay in the spool for the next start).
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> std::io::Result<u64> {
         let ingress_handle = self.ingress.handle();
         let admin_handle = self.admin.handle();
@@ -201,10 +246,21 @@ impl Application {
         ingress_handle.stop(true).await;
         let _ = ingress_task.await;
 
-        let remaining_time = self
-            .config
-            .shutdown_timeout()
-            .saturating_sub(started.elapsed());
+        let deadline = started + self.config.shutdown_timeout();
+        if let Some((spool, threads)) = self.spool {
+            let left = tokio::task::spawn_blocking(move || threads.shutdown(&spool, deadline))
+                .await
+                .unwrap_or(0);
+            if left == 0 {
+                tracing::info!("spool drained: every spooled record is acknowledged by Kafka");
+            } else {
+                tracing::warn!(
+                    records = left,
+                    "records left in the spool; the next start delivers them"
+                );
+            }
+        }
+        let remaining_time = deadline.saturating_duration_since(Instant::now());
         let publisher = self.publisher.clone();
         let undelivered = tokio::task::spawn_blocking(move || publisher.flush(remaining_time))
             .await
@@ -223,6 +279,36 @@ impl Application {
         self.watcher.stop();
         Ok(undelivered)
     }
+}
+
+#[allow(clippy::type_complexity)]
+fn open_spool(
+    config: &Config,
+    metrics: &Metrics,
+    idempotency: &Arc<Idempotency>,
+) -> Result<(Spool, SpoolParts), StartupError> {
+    let dir = &config.delivery.spool_dir;
+    let error = |source| StartupError::Spool {
+        dir: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(error)?;
+    let windows = (!idempotency.is_empty()).then(|| idempotency.clone());
+    if let Some(windows) = &windows {
+        let loaded = windows.open_log(dir).map_err(error)?;
+        tracing::info!(ids = loaded, "idempotency window restored");
+    }
+    let (spool, parts, recovery) =
+        Spool::open(dir, config.delivery.spool_max_bytes, metrics, windows).map_err(error)?;
+    tracing::info!(
+        dir = %dir.display(),
+        records = recovery.records,
+        bytes = recovery.bytes,
+        checkpoint = recovery.checkpoint,
+        truncated_bytes = recovery.truncated_bytes,
+        "spool opened"
+    );
+    Ok((spool, parts))
 }
 
 async fn check_topics(

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `tail`.
+//! The command line: `serve`, `check-config`, `tail`, `spool status`.
 //!
 //! Exit codes: 0 success, 1 the relay failed at run time, 2 bad usage or configuration.
 
@@ -55,6 +55,20 @@ enum Command {
         #[arg(long)]
         idle_exit_ms: Option<u64>,
     },
+    /// Inspect the durable spool.
+    Spool {
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolCommand {
+    /// Records and bytes waiting for Kafka, the oldest record's age, and the checkpoint.
+    Status {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
 }
 
 const EXIT_FAILURE: u8 = 1;
@@ -78,6 +92,9 @@ pub fn run() -> ExitCode {
             max,
             idle_exit_ms.map(Duration::from_millis),
         ),
+        Command::Spool {
+            command: SpoolCommand::Status { config },
+        } => spool_status(&config),
     }
 }
 
@@ -179,4 +196,37 @@ fn tail(
         }
     }
     ExitCode::SUCCESS
+}
+
+fn spool_status(path: &std::path::Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let dir = &config.delivery.spool_dir;
+    match crate::spool::Status::read(dir) {
+        Ok(status) => {
+            println!("spool:       {}", dir.display());
+            println!("records:     {}", status.records);
+            println!("bytes:       {}", status.bytes);
+            println!("segments:    {}", status.segments);
+            println!("checkpoint:  {}", status.checkpoint);
+            match status.oldest_age {
+                Some(age) => println!("oldest age:  {:.1} s", age.as_secs_f64()),
+                None => println!("oldest age:  - (empty)"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            println!("spool:       {} (does not exist yet: empty)", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "hookrelay spool status: cannot read {}: {error}",
+                dir.display()
+            );
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! accepting what it cannot deliver.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus::IntGauge;
 
@@ -28,6 +28,8 @@ pub struct Health {
     /// Whether a Kafka outage makes the relay unready (it does when a source acks on the broker).
     outage_blocks: bool,
     gauge: IntGauge,
+    /// The spool, when a source acks on it: failing writes make the relay unready.
+    spool: OnceLock<Arc<crate::spool::Shared>>,
 }
 
 impl Health {
@@ -40,6 +42,7 @@ impl Health {
             )),
             outage_blocks,
             gauge,
+            spool: OnceLock::new(),
         };
         health.update();
         health
@@ -47,7 +50,20 @@ impl Health {
 
     /// Fast check for the request path.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.spool_error().is_none()
+    }
+
+    pub fn watch_spool(&self, spool: Arc<crate::spool::Shared>) {
+        let _ = self.spool.set(spool);
+    }
+
+    fn spool_error(&self) -> Option<String> {
+        self.spool.get().and_then(|spool| spool.write_error())
+    }
+
+    /// Refreshes the readiness gauge (spool failures are seen here, not pushed).
+    pub fn refresh_gauge(&self) {
+        self.gauge.set(i64::from(self.is_ready()));
     }
 
     pub fn set_kafka(&self, state: KafkaState) {
@@ -84,6 +100,9 @@ impl Health {
         let mut reasons = Vec::new();
         if self.shutting_down.load(Ordering::Acquire) {
             reasons.push("shutting down".to_owned());
+        }
+        if let Some(error) = self.spool_error() {
+            reasons.push(format!("spool not writable: {error}"));
         }
         match self.kafka() {
             KafkaState::Ok => {}

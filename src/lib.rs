@@ -6,7 +6,9 @@
 //!
 //! Where to look: [`config`] (the file and its checks), [`source`] (a sender's rules),
 //! [`auth`] (credentials), [`ingress`] (the HTTP request path), [`json`] (body validation),
-//! [`event`] (ids, keys), [`publisher`] (the Kafka producer), [`topics`] (topic existence),
+//! [`event`] (ids, keys), [`spool`] (the durable write-ahead spool and its forwarder),
+//! [`idempotency`] (the deduplication window), [`publisher`] (the Kafka producer),
+//! [`topics`] (topic existence), [`retry`] (`Retry-After` estimates),
 //! [`health`] (readiness), [`admin`] (metrics and probes), [`metrics`], [`telemetry`] (logs),
 //! [`app`] (start-up and shutdown), [`tail`] (reading a topic back), [`cli`] (commands).
 
@@ -17,11 +19,14 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod health;
+pub mod idempotency;
 pub mod ingress;
 pub mod json;
 pub mod metrics;
 pub mod publisher;
+pub mod retry;
 pub mod source;
+pub mod spool;
 pub mod tail;
 pub mod telemetry;
 pub mod topics;

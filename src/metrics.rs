@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -18,6 +18,12 @@ pub const EVENTS_ACCEPTED_TOTAL: &str = "hookrelay_events_accepted_total";
 pub const KAFKA_RECORDS_DELIVERED_TOTAL: &str = "hookrelay_kafka_records_delivered_total";
 pub const KAFKA_RECORDS_FAILED_TOTAL: &str = "hookrelay_kafka_records_failed_total";
 pub const KAFKA_DELIVERY_DURATION_SECONDS: &str = "hookrelay_kafka_delivery_duration_seconds";
+pub const DUPLICATES_TOTAL: &str = "hookrelay_duplicates_total";
+pub const SPOOL_RECORDS: &str = "hookrelay_spool_records";
+pub const SPOOL_BYTES: &str = "hookrelay_spool_bytes";
+pub const SPOOL_OLDEST_AGE_SECONDS: &str = "hookrelay_spool_oldest_record_age_seconds";
+pub const SPOOL_FSYNC_SECONDS: &str = "hookrelay_spool_fsync_duration_seconds";
+pub const FORWARDER_RETRIES_TOTAL: &str = "hookrelay_forwarder_retries_total";
 pub const READY: &str = "hookrelay_ready";
 pub const BUILD_INFO: &str = "hookrelay_build_info";
 
@@ -41,7 +47,13 @@ pub struct Metrics {
     delivered: IntCounterVec,
     failed: IntCounterVec,
     delivery_duration: HistogramVec,
+    duplicates: IntCounterVec,
     pub ready: IntGauge,
+    pub spool_records: IntGauge,
+    pub spool_bytes: IntGauge,
+    pub spool_oldest_age_seconds: Gauge,
+    pub spool_fsync_seconds: Histogram,
+    pub forwarder_retries: IntCounter,
 }
 
 /// The series of one source, resolved once.
@@ -51,6 +63,7 @@ pub struct SourceMetrics {
     pub failed: IntCounter,
     pub delivery_duration: Histogram,
     pub request_duration: Histogram,
+    pub duplicates: IntCounter,
 }
 
 impl Metrics {
@@ -110,11 +123,50 @@ impl Metrics {
             "Time from accepting an event to Kafka's acknowledgement, by source.",
             &["source"],
         );
+        let duplicates = counter(
+            DUPLICATES_TOTAL,
+            "Events answered \"duplicate\" (seen within the idempotency window), by source.",
+            &["source"],
+        );
+        let register = |metric: Box<dyn prometheus::core::Collector>| {
+            registry.register(metric).expect("metric names are unique");
+        };
         let ready = IntGauge::new(READY, "1 while the relay accepts webhooks, else 0.")
             .expect("metric definitions are static and valid");
-        registry
-            .register(Box::new(ready.clone()))
-            .expect("metric names are unique");
+        register(Box::new(ready.clone()));
+        let spool_records = IntGauge::new(
+            SPOOL_RECORDS,
+            "Records in the spool not yet acknowledged by Kafka.",
+        )
+        .expect("metric definitions are static and valid");
+        register(Box::new(spool_records.clone()));
+        let spool_bytes = IntGauge::new(
+            SPOOL_BYTES,
+            "Bytes of the records in the spool not yet acknowledged by Kafka.",
+        )
+        .expect("metric definitions are static and valid");
+        register(Box::new(spool_bytes.clone()));
+        let spool_oldest_age_seconds = Gauge::new(
+            SPOOL_OLDEST_AGE_SECONDS,
+            "Age of the oldest record in the spool not yet acknowledged by Kafka (0 when empty).",
+        )
+        .expect("metric definitions are static and valid");
+        register(Box::new(spool_oldest_age_seconds.clone()));
+        let spool_fsync_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                SPOOL_FSYNC_SECONDS,
+                "Time of one spool group commit (write and fdatasync).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("metric definitions are static and valid");
+        register(Box::new(spool_fsync_seconds.clone()));
+        let forwarder_retries = IntCounter::new(
+            FORWARDER_RETRIES_TOTAL,
+            "Spooled records sent to Kafka again after a failed or timed-out delivery.",
+        )
+        .expect("metric definitions are static and valid");
+        register(Box::new(forwarder_retries.clone()));
         let build_info = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Always 1; the labels tell the running version."),
             &["version"],
@@ -136,7 +188,13 @@ impl Metrics {
             delivered,
             failed,
             delivery_duration,
+            duplicates,
             ready,
+            spool_records,
+            spool_bytes,
+            spool_oldest_age_seconds,
+            spool_fsync_seconds,
+            forwarder_retries,
         }
     }
 
@@ -148,6 +206,7 @@ impl Metrics {
             failed: self.failed.with_label_values(&[source]),
             delivery_duration: self.delivery_duration.with_label_values(&[source]),
             request_duration: self.http_duration.with_label_values(&[source]),
+            duplicates: self.duplicates.with_label_values(&[source]),
         })
     }
 

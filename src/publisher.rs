@@ -7,15 +7,15 @@
 //! `enable.idempotence` those retries cannot duplicate or reorder it.
 //!
 //! hookrelay uses a [`ThreadedProducer`] whose delivery callback ([`DeliveryContext`]) counts the
-//! outcome and, in `broker` ack mode, wakes the one request waiting for it through a oneshot
-//! channel. That costs far less per record than awaiting a `FutureProducer` future per request,
+//! outcome and tells whoever waits for it ([`Notify`]): in `broker` ack mode the one request
+//! waiting through a oneshot channel, in `spool` mode the spool forwarder. That costs far less per record than awaiting a `FutureProducer` future per request,
 //! and `memory` mode pays nothing beyond the enqueue.
 //!
 //! Dropping a producer purges its queue, so [`Publisher::flush`] must run before shutdown ends.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -29,6 +29,8 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::metrics::SourceMetrics;
+use crate::retry::DrainRate;
+use crate::spool::{ForwarderEvent, Stored};
 
 /// Where Kafka stored an acknowledged record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,16 +71,31 @@ pub fn headers(fields: &[(&str, &[u8])]) -> OwnedHeaders {
     )
 }
 
+/// Who learns of a record's delivery report.
+pub enum Notify {
+    /// Nobody (`memory` mode): the report only moves metrics.
+    Nobody,
+    /// The request waiting for Kafka's acknowledgement (`broker` mode).
+    Request(oneshot::Sender<Result<Ack, KafkaError>>),
+    /// The spool forwarder, by sequence number (`spool` mode).
+    Spool {
+        seq: u64,
+        events: std::sync::mpsc::Sender<ForwarderEvent>,
+    },
+}
+
 /// What travels with a record to its delivery report.
 pub struct Pending {
-    source: Arc<SourceMetrics>,
+    source: Option<Arc<SourceMetrics>>,
     accepted: Instant,
-    reply: Option<oneshot::Sender<Result<Ack, KafkaError>>>,
+    notify: Notify,
 }
 
 /// Counts delivery outcomes and answers waiting requests; runs on the producer's poll thread.
 pub struct DeliveryContext {
-    progress: Arc<Progress>,
+    progress: Arc<DrainRate>,
+    /// `memory`-mode records not yet acknowledged: what a crash or a failed flush would lose.
+    unacknowledged_memory: Arc<AtomicU64>,
 }
 
 impl ClientContext for DeliveryContext {
@@ -97,28 +114,48 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
         let outcome = match result {
             Ok(message) => {
-                pending.source.delivered.inc();
-                pending
-                    .source
-                    .delivery_duration
-                    .observe(pending.accepted.elapsed().as_secs_f64());
-                self.progress.delivered();
+                if let Some(source) = &pending.source {
+                    source.delivered.inc();
+                    source
+                        .delivery_duration
+                        .observe(pending.accepted.elapsed().as_secs_f64());
+                }
+                self.progress.delivered(1);
                 Ok(Ack {
                     partition: message.partition(),
                     offset: message.offset(),
                 })
             }
             Err((error, _)) => {
-                pending.source.failed.inc();
-                if pending.reply.is_none() {
-                    tracing::error!(%error, "record lost: Kafka did not acknowledge an event accepted in memory mode");
+                if let Some(source) = &pending.source {
+                    source.failed.inc();
+                }
+                match pending.notify {
+                    Notify::Nobody => {
+                        tracing::error!(%error, "record lost: Kafka did not acknowledge an event accepted in memory mode")
+                    }
+                    Notify::Spool { .. } => {
+                        tracing::warn!(%error, "Kafka did not acknowledge a spooled record; it will be sent again")
+                    }
+                    Notify::Request(_) => {}
                 }
                 Err(error.clone())
             }
         };
-        if let Some(reply) = pending.reply {
+        match pending.notify {
+            Notify::Nobody => {
+                self.unacknowledged_memory.fetch_sub(1, Ordering::Relaxed);
+            }
             // The request may have given up waiting; then nobody needs the answer.
-            let _ = reply.send(outcome);
+            Notify::Request(reply) => {
+                let _ = reply.send(outcome);
+            }
+            Notify::Spool { seq, events } => {
+                let _ = events.send(ForwarderEvent::Delivered {
+                    seq,
+                    ok: outcome.is_ok(),
+                });
+            }
         }
     }
 }
@@ -137,89 +174,28 @@ fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
     }
 }
 
-/// Delivery progress, for `Retry-After` estimates.
-pub struct Progress {
-    started: Instant,
-    delivered: AtomicU64,
-    last_delivery_ms: AtomicU64,
-    sample: Mutex<RateSample>,
-}
-
-struct RateSample {
-    at: Instant,
-    delivered: u64,
-    rate_per_sec: f64,
-}
-
-impl Progress {
-    fn new() -> Progress {
-        let now = Instant::now();
-        Progress {
-            started: now,
-            delivered: AtomicU64::new(0),
-            last_delivery_ms: AtomicU64::new(0),
-            sample: Mutex::new(RateSample {
-                at: now,
-                delivered: 0,
-                rate_per_sec: 0.0,
-            }),
-        }
-    }
-
-    fn delivered(&self) {
-        self.delivered.fetch_add(1, Ordering::Relaxed);
-        let now_ms = self.started.elapsed().as_millis() as u64;
-        self.last_delivery_ms.store(now_ms, Ordering::Relaxed);
-    }
-
-    /// Seconds a sender should wait before retrying, given `backlog` queued records: the time
-    /// to drain the backlog at the recent delivery rate, or, when nothing is being delivered,
-    /// half the time since the last delivery (a longer outage asks for a longer wait).
-    pub fn retry_after_secs(&self, backlog: u64) -> u64 {
-        let now = Instant::now();
-        let rate = {
-            let mut sample = self
-                .sample
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            let elapsed = now.duration_since(sample.at);
-            if elapsed >= Duration::from_secs(1) {
-                let delivered = self.delivered.load(Ordering::Relaxed);
-                sample.rate_per_sec = (delivered - sample.delivered) as f64 / elapsed.as_secs_f64();
-                sample.at = now;
-                sample.delivered = delivered;
-            }
-            sample.rate_per_sec
-        };
-        let since_delivery_ms = (self.started.elapsed().as_millis() as u64)
-            .saturating_sub(self.last_delivery_ms.load(Ordering::Relaxed));
-        let secs = if rate >= 1.0 {
-            (backlog as f64 / rate).ceil() as u64
-        } else {
-            since_delivery_ms / 2000
-        };
-        secs.clamp(1, 300)
-    }
-}
-
 /// The relay's producer.
 pub struct Publisher {
     producer: ThreadedProducer<DeliveryContext>,
     client_config: ClientConfig,
-    progress: Arc<Progress>,
+    progress: Arc<DrainRate>,
+    unacknowledged_memory: Arc<AtomicU64>,
 }
 
 impl Publisher {
     pub fn new(config: &Config) -> Result<Publisher, KafkaError> {
         let client_config = client_config(config);
-        let progress = Arc::new(Progress::new());
+        let progress = Arc::new(DrainRate::new());
+        let unacknowledged_memory = Arc::new(AtomicU64::new(0));
         let producer = client_config.create_with_context(DeliveryContext {
             progress: progress.clone(),
+            unacknowledged_memory: unacknowledged_memory.clone(),
         })?;
         Ok(Publisher {
             producer,
             client_config,
             progress,
+            unacknowledged_memory,
         })
     }
 
@@ -229,7 +205,38 @@ impl Publisher {
         record: Record<'_>,
         source: &Arc<SourceMetrics>,
     ) -> Result<(), PublishError> {
-        self.send(record, source, None)
+        self.unacknowledged_memory.fetch_add(1, Ordering::Relaxed);
+        self.send(record, Some(source.clone()), Notify::Nobody)
+            .inspect_err(|_| {
+                self.unacknowledged_memory.fetch_sub(1, Ordering::Relaxed);
+            })
+    }
+
+    /// `spool` mode: publish a spooled record; its report goes to the forwarder.
+    pub fn forward(
+        &self,
+        stored: &Stored,
+        source: Option<Arc<SourceMetrics>>,
+        seq: u64,
+        events: std::sync::mpsc::Sender<ForwarderEvent>,
+    ) -> Result<(), PublishError> {
+        let fields: Vec<(&str, &[u8])> = stored
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_slice()))
+            .collect();
+        let record = Record {
+            topic: &stored.topic,
+            key: &stored.key,
+            value: &stored.value,
+            headers: headers(&fields),
+        };
+        self.send(record, source, Notify::Spool { seq, events })
+    }
+
+    /// `memory`-mode records not yet acknowledged by Kafka.
+    pub fn unacknowledged_memory(&self) -> u64 {
+        self.unacknowledged_memory.load(Ordering::Relaxed)
     }
 
     /// `broker` mode: enqueue and wait for Kafka's acknowledgement, at most `timeout`.
@@ -240,7 +247,7 @@ impl Publisher {
         timeout: Duration,
     ) -> Result<Ack, PublishError> {
         let (reply, acknowledged) = oneshot::channel();
-        self.send(record, source, Some(reply))?;
+        self.send(record, Some(source.clone()), Notify::Request(reply))?;
         match tokio::time::timeout(timeout, acknowledged).await {
             Ok(Ok(Ok(ack))) => Ok(ack),
             Ok(Ok(Err(error))) => Err(PublishError::Kafka(error)),
@@ -253,13 +260,13 @@ impl Publisher {
     fn send(
         &self,
         record: Record<'_>,
-        source: &Arc<SourceMetrics>,
-        reply: Option<oneshot::Sender<Result<Ack, KafkaError>>>,
+        source: Option<Arc<SourceMetrics>>,
+        notify: Notify,
     ) -> Result<(), PublishError> {
         let pending = Box::new(Pending {
-            source: source.clone(),
+            source,
             accepted: Instant::now(),
-            reply,
+            notify,
         });
         let base = BaseRecord::with_opaque_to(record.topic, pending)
             .key(record.key)
@@ -276,18 +283,19 @@ impl Publisher {
         self.producer.in_flight_count().max(0) as u64
     }
 
-    /// Seconds a refused sender should wait (see [`Progress::retry_after_secs`]).
+    /// Seconds a refused sender should wait (see [`DrainRate::retry_after_secs`]).
     pub fn retry_after_secs(&self) -> u64 {
         self.progress.retry_after_secs(self.backlog())
     }
 
     /// Waits until every queued record is acknowledged or `timeout` passes; returns how many
-    /// records were still not acknowledged. Blocking.
+    /// `memory`-mode records were still not acknowledged (spooled ones stay in the spool).
+    /// Blocking.
     pub fn flush(&self, timeout: Duration) -> u64 {
         if let Err(error) = self.producer.flush(timeout) {
             tracing::warn!(%error, "producer flush did not complete");
         }
-        self.backlog()
+        self.unacknowledged_memory()
     }
 
     /// The names of the cluster's topics. Blocking, at most `timeout`.

@@ -165,6 +165,20 @@ pub enum EventFilter {
     Any,
 }
 
+/// A source's deduplication window.
+#[derive(Debug, Clone, Copy)]
+pub struct DedupWindow {
+    pub ttl: std::time::Duration,
+    pub max_entries: usize,
+}
+
+/// A source's rate limit: sustained requests per second and burst size.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_second: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
+}
+
 /// A configured sender, ready for the request path.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -181,6 +195,8 @@ pub struct Source {
     pub content_types: Vec<String>,
     pub success_status: StatusCode,
     pub max_body_bytes: usize,
+    pub dedup: Option<DedupWindow>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Source {
@@ -310,6 +326,37 @@ impl Source {
             errors.push(format!("{path}.max_body_bytes"), "must be greater than 0");
         }
 
+        let dedup = settings.idempotency.as_ref().and_then(|idempotency| {
+            if idempotency.max_entries == 0 {
+                errors.push(
+                    format!("{path}.idempotency.max_entries"),
+                    "must be at least 1",
+                );
+            }
+            (idempotency.ttl_secs > 0).then_some(DedupWindow {
+                ttl: std::time::Duration::from_secs(idempotency.ttl_secs),
+                max_entries: idempotency.max_entries,
+            })
+        });
+
+        let rate_limit = settings.rate_limit.as_ref().and_then(|limit| {
+            let per_second = std::num::NonZeroU32::new(limit.per_second);
+            let burst = std::num::NonZeroU32::new(limit.burst.unwrap_or(limit.per_second));
+            if per_second.is_none() {
+                errors.push(
+                    format!("{path}.rate_limit.per_second"),
+                    "must be at least 1",
+                );
+            }
+            if burst.is_none() {
+                errors.push(format!("{path}.rate_limit.burst"), "must be at least 1");
+            }
+            Some(RateLimit {
+                per_second: per_second?,
+                burst: burst?,
+            })
+        });
+
         if let (Ok(topic), Ok(source_name), EventFilter::Only(list)) =
             (&topic, &source_name, &events)
         {
@@ -340,6 +387,8 @@ impl Source {
                     content_types,
                     success_status,
                     max_body_bytes,
+                    dedup,
+                    rate_limit,
                 })
             }
             _ => Err(errors),

@@ -17,7 +17,8 @@ use figment::Figment;
 pub use secret::Secret;
 pub use settings::{
     AckMode, AuthSettings, DeliverySettings, IdempotencySettings, KafkaSettings, LogFormat,
-    ServerSettings, Settings, SourceSettings, TelemetrySettings, TokenAuthSettings, TokenLocation,
+    RateLimitSettings, ServerSettings, Settings, SourceSettings, TelemetrySettings,
+    TokenAuthSettings, TokenLocation,
 };
 
 use crate::source::Source;
@@ -83,7 +84,9 @@ impl Config {
         if settings.delivery.broker_timeout_ms == 0 {
             errors.push("delivery.broker_timeout_ms", "must be greater than 0");
         }
-        check_ack_mode("delivery.ack", settings.delivery.ack, &mut errors);
+        if settings.delivery.spool_max_bytes < 64 * 1024 {
+            errors.push("delivery.spool_max_bytes", "must be at least 65536");
+        }
         if let Err(reason) = tracing_subscriber::EnvFilter::try_new(&settings.telemetry.level) {
             errors.push(
                 "telemetry.level",
@@ -99,10 +102,6 @@ impl Config {
         }
         let mut sources = Vec::with_capacity(settings.sources.len());
         for (name, source) in &settings.sources {
-            let path = format!("sources.{name}");
-            if let Some(ack) = source.ack {
-                check_ack_mode(&format!("{path}.ack"), ack, &mut errors);
-            }
             match Source::from_settings(name, source, &settings) {
                 Ok(source) => sources.push(source),
                 Err(source_errors) => errors.extend(source_errors),
@@ -133,14 +132,12 @@ impl Config {
     pub fn metadata_timeout(&self) -> Duration {
         Duration::from_millis(self.kafka.metadata_timeout_ms)
     }
-}
 
-fn check_ack_mode(path: &str, ack: AckMode, errors: &mut ConfigErrors) {
-    if ack == AckMode::Spool {
-        errors.push(
-            path,
-            "\"spool\" is not available in this version of hookrelay; use \"broker\" or \"memory\"",
-        );
+    /// Whether any source acknowledges on the spool (so the spool must be opened).
+    pub fn uses_spool(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|source| source.ack == AckMode::Spool)
     }
 }
 

@@ -97,7 +97,7 @@ impl Default for KafkaSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckMode {
-    /// fsync'd to the local spool (not available in this version).
+    /// fsync'd to the local write-ahead spool.
     Spool,
     /// Acknowledged by Kafka with acks=all.
     Broker,
@@ -123,16 +123,16 @@ pub struct DeliverySettings {
     pub ack: AckMode,
     /// In `broker` mode, how long a request waits for Kafka's acknowledgement before a 503.
     pub broker_timeout_ms: u64,
-    /// Directory of the write-ahead spool (reserved for `ack = "spool"`).
+    /// Directory of the write-ahead spool (`ack = "spool"`).
     pub spool_dir: PathBuf,
-    /// Upper bound of the spool on disk (reserved for `ack = "spool"`).
+    /// Bytes of unacknowledged records the spool may hold; beyond it, 503 `spool_full`.
     pub spool_max_bytes: u64,
 }
 
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
-            ack: AckMode::Broker,
+            ack: AckMode::Spool,
             broker_timeout_ms: 5_000,
             spool_dir: PathBuf::from("data/spool"),
             spool_max_bytes: 1 << 30,
@@ -197,6 +197,19 @@ pub struct SourceSettings {
     /// Overrides `server.max_body_bytes` for this source.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// Requests per second this source may send: `{ per_second = N, burst = M }`.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSettings>,
+}
+
+/// `rate_limit = { per_second = N, burst = M }`: a token bucket per source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub per_second: u32,
+    /// Requests allowed at once after a quiet period; defaults to `per_second`.
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 fn default_topic() -> String {
@@ -251,9 +264,16 @@ pub struct NoAuthSettings {}
 pub struct IdempotencySettings {
     /// JSON pointers whose values, with the event type, make the event id; or `["body"]`.
     pub fields: Vec<String>,
-    /// Deduplication window (reserved for the deduplication cache).
+    /// Deduplication window: a repeat within it is answered `"duplicate"` and not published.
     #[serde(default = "default_ttl_secs")]
     pub ttl_secs: u64,
+    /// Most ids remembered for this source (least recently used are forgotten first).
+    #[serde(default = "default_max_entries")]
+    pub max_entries: usize,
+}
+
+fn default_max_entries() -> usize {
+    100_000
 }
 
 fn default_ttl_secs() -> u64 {

@@ -1,7 +1,7 @@
 //! The webhook listener: `POST /hooks/{source}` and `POST /hooks/{source}/{event}`.
 //!
 //! A request goes through named steps, each of which can refuse it with a [`Rejection`]:
-//! find the source and event → authenticate → check the content type and declared length →
+//! find the source and event → authenticate → rate limit → check the content type and declared length →
 //! read the body (limit, deadline) → validate the JSON → derive the event's identity → reach
 //! the durability point of the source's ack mode. Only then is it answered 2xx.
 //! Every request ends in [`report`], which writes its one log line and moves its metrics.
@@ -21,22 +21,29 @@ use serde::Serialize;
 
 pub use problem::{Rejection, PROBLEM_CONTENT_TYPE};
 
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
 use crate::config::{AckMode, Config};
 use crate::event::Event;
 use crate::health::Health;
+use crate::idempotency::Idempotency;
 use crate::json;
 use crate::metrics::{Metrics, SourceMetrics, UNKNOWN_SOURCE};
 use crate::publisher::{self, Ack, PublishError, Publisher, Record};
+use crate::retry::MIN_RETRY_AFTER;
 use crate::source::{EventFilter, Source};
+use crate::spool::{codec, Entry, Spool, SpoolError};
 use crate::topics::Topics;
 
 /// Header carrying the request id, accepted from the sender when sane and always echoed.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// A source with its metric series.
+/// A source with its metric series and rate limiter.
 pub struct SourceEntry {
     pub source: Source,
     pub metrics: Arc<SourceMetrics>,
+    limiter: Option<DefaultDirectRateLimiter>,
 }
 
 /// What the ingress handlers share.
@@ -46,6 +53,8 @@ pub struct Ingress {
     topics: Arc<Topics>,
     health: Arc<Health>,
     metrics: Metrics,
+    spool: Option<Spool>,
+    idempotency: Arc<Idempotency>,
     body_timeout: Duration,
     broker_timeout: Duration,
     /// Partitions, replication and timeout for topics created on first use, when allowed.
@@ -53,19 +62,31 @@ pub struct Ingress {
 }
 
 impl Ingress {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &Config,
+        sources: &HashMap<String, Arc<SourceMetrics>>,
         publisher: Arc<Publisher>,
         topics: Arc<Topics>,
         health: Arc<Health>,
         metrics: Metrics,
+        spool: Option<Spool>,
+        idempotency: Arc<Idempotency>,
     ) -> Ingress {
         let sources = config
             .sources
             .iter()
             .map(|source| {
                 let entry = SourceEntry {
-                    metrics: metrics.source(source.name.as_str()),
+                    metrics: sources
+                        .get(source.name.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| metrics.source(source.name.as_str())),
+                    limiter: source.rate_limit.map(|limit| {
+                        RateLimiter::direct(
+                            Quota::per_second(limit.per_second).allow_burst(limit.burst),
+                        )
+                    }),
                     source: source.clone(),
                 };
                 (source.name.as_str().to_owned(), entry)
@@ -77,6 +98,8 @@ impl Ingress {
             topics,
             health,
             metrics,
+            spool,
+            idempotency,
             body_timeout: config.body_timeout(),
             broker_timeout: config.broker_timeout(),
             create_topics: config.kafka.create_topics.then_some((
@@ -118,6 +141,8 @@ struct Delivered {
     event: Event,
     topic: String,
     ack: Option<Ack>,
+    /// Seen within the idempotency window: answered, not published.
+    duplicate: bool,
     bytes: usize,
     /// The source's success status.
     status: StatusCode,
@@ -185,6 +210,14 @@ async fn accept(
         .auth
         .verify(request)
         .map_err(Rejection::Unauthorized)?;
+    if let Some(limiter) = &entry.limiter {
+        limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            Rejection::RateLimited {
+                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })?;
+    }
 
     let content_type = request
         .headers()
@@ -217,51 +250,100 @@ async fn accept(
         ensure_topic(ingress, &topic).await?;
     }
 
+    if ingress
+        .idempotency
+        .is_duplicate(source.name.as_str(), &event.id)
+    {
+        return Ok(Delivered {
+            event,
+            topic,
+            ack: None,
+            duplicate: true,
+            bytes: body.len(),
+            status: source.success_status,
+        });
+    }
+
     if !ingress.health.is_ready() {
         return Err(Rejection::NotReady {
             retry_after: ingress.publisher.retry_after_secs(),
         });
     }
     let time = event.time();
-    let record = Record {
-        topic: &topic,
-        key: &event.key,
-        value: &body,
-        headers: publisher::headers(&[
-            ("ce_specversion", b"1.0"),
-            ("ce_id", event.id.as_bytes()),
-            ("ce_source", source.ce_source.as_bytes()),
-            ("ce_type", event.event_type.as_str().as_bytes()),
-            ("ce_time", time.as_bytes()),
-            ("content-type", content_type.as_bytes()),
-            ("hookrelay_auth", source.auth.method().as_bytes()),
-        ]),
-    };
+    let headers: [(&str, &[u8]); 7] = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event.id.as_bytes()),
+        ("ce_source", source.ce_source.as_bytes()),
+        ("ce_type", event.event_type.as_str().as_bytes()),
+        ("ce_time", time.as_bytes()),
+        ("content-type", content_type.as_bytes()),
+        ("hookrelay_auth", source.auth.method().as_bytes()),
+    ];
+    let remembered = ingress.idempotency.entry(source.name.as_str(), &event.id);
     let ack = match source.ack {
-        AckMode::Memory => ingress
-            .publisher
-            .enqueue(record, &entry.metrics)
-            .map(|()| None),
-        AckMode::Broker | AckMode::Spool => ingress
-            .publisher
-            .deliver(record, &entry.metrics, ingress.broker_timeout)
-            .await
-            .map(Some),
-    }
-    .map_err(|error| {
-        let retry_after = ingress.publisher.retry_after_secs();
-        match error {
-            PublishError::QueueFull => Rejection::QueueFull { retry_after },
-            PublishError::TimedOut(_) | PublishError::Kafka(_) => {
-                tracing::warn!(%error, "event not acknowledged by Kafka");
-                Rejection::KafkaUnavailable { retry_after }
-            }
+        AckMode::Spool => {
+            let spool = ingress.spool.as_ref().ok_or(Rejection::NotReady {
+                retry_after: MIN_RETRY_AFTER,
+            })?;
+            let frame = codec::encode(&Entry {
+                received,
+                source: source.name.as_str(),
+                topic: &topic,
+                key: &event.key,
+                headers: &headers,
+                value: &body,
+            });
+            spool
+                .append(frame, remembered)
+                .await
+                .map_err(|error| match error {
+                    SpoolError::Full { retry_after } => Rejection::SpoolFull { retry_after },
+                    SpoolError::Io(_) | SpoolError::Closed => Rejection::SpoolUnavailable {
+                        retry_after: MIN_RETRY_AFTER,
+                    },
+                })?;
+            None
         }
-    })?;
+        mode => {
+            let record = Record {
+                topic: &topic,
+                key: &event.key,
+                value: &body,
+                headers: publisher::headers(&headers),
+            };
+            let ack = if mode == AckMode::Memory {
+                ingress
+                    .publisher
+                    .enqueue(record, &entry.metrics)
+                    .map(|()| None)
+            } else {
+                ingress
+                    .publisher
+                    .deliver(record, &entry.metrics, ingress.broker_timeout)
+                    .await
+                    .map(Some)
+            }
+            .map_err(|error| {
+                let retry_after = ingress.publisher.retry_after_secs();
+                match error {
+                    PublishError::QueueFull => Rejection::QueueFull { retry_after },
+                    PublishError::TimedOut(_) | PublishError::Kafka(_) => {
+                        tracing::warn!(%error, "event not acknowledged by Kafka");
+                        Rejection::KafkaUnavailable { retry_after }
+                    }
+                }
+            })?;
+            if let Some(remembered) = remembered {
+                ingress.idempotency.remember(remembered);
+            }
+            ack
+        }
+    };
     Ok(Delivered {
         event,
         topic,
         ack,
+        duplicate: false,
         bytes: body.len(),
         status: source.success_status,
     })
@@ -309,7 +391,11 @@ fn report(
     let mut response = match &outcome {
         Ok(delivered) => {
             if let Some(entry) = entry {
-                entry.metrics.accepted.inc();
+                if delivered.duplicate {
+                    entry.metrics.duplicates.inc();
+                } else {
+                    entry.metrics.accepted.inc();
+                }
             }
             accepted_response(delivered)
         }
@@ -345,7 +431,12 @@ fn report(
             topic = delivered.topic.as_str(),
             bytes = delivered.bytes,
             latency_ms,
-            "accepted"
+            "{}",
+            if delivered.duplicate {
+                "duplicate"
+            } else {
+                "accepted"
+            }
         ),
         Err(rejection) if rejection.status().is_server_error() => tracing::warn!(
             request_id,
@@ -376,7 +467,11 @@ fn accepted_response(delivered: &Delivered) -> HttpResponse {
     }
     let body = Accepted {
         id: &delivered.event.id,
-        status: "accepted",
+        status: if delivered.duplicate {
+            "duplicate"
+        } else {
+            "accepted"
+        },
         topic: delivered.ack.map(|_| delivered.topic.as_str()),
         partition: delivered.ack.map(|ack| ack.partition),
         offset: delivered.ack.map(|ack| ack.offset),

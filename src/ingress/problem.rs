@@ -44,6 +44,12 @@ pub enum Rejection {
     QueueFull { retry_after: u64 },
     #[error("Kafka unavailable")]
     KafkaUnavailable { retry_after: u64 },
+    #[error("rate limited")]
+    RateLimited { retry_after: u64 },
+    #[error("spool full")]
+    SpoolFull { retry_after: u64 },
+    #[error("spool unavailable")]
+    SpoolUnavailable { retry_after: u64 },
 }
 
 #[derive(Serialize)]
@@ -68,9 +74,12 @@ impl Rejection {
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Rejection::IncompleteBody | Rejection::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Rejection::NotReady { .. }
             | Rejection::QueueFull { .. }
-            | Rejection::KafkaUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | Rejection::KafkaUnavailable { .. }
+            | Rejection::SpoolFull { .. }
+            | Rejection::SpoolUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -92,6 +101,9 @@ impl Rejection {
             Rejection::NotReady { .. } => "not_ready",
             Rejection::QueueFull { .. } => "queue_full",
             Rejection::KafkaUnavailable { .. } => "kafka_unavailable",
+            Rejection::RateLimited { .. } => "rate_limited",
+            Rejection::SpoolFull { .. } => "spool_full",
+            Rejection::SpoolUnavailable { .. } => "spool_unavailable",
         }
     }
 
@@ -127,6 +139,16 @@ impl Rejection {
             Rejection::KafkaUnavailable { .. } => {
                 "Kafka did not acknowledge the event in time; retry later".to_owned()
             }
+            Rejection::RateLimited { .. } => {
+                "this source sends faster than its rate limit; retry after the given delay"
+                    .to_owned()
+            }
+            Rejection::SpoolFull { .. } => {
+                "the relay's spool is full while Kafka catches up; retry later".to_owned()
+            }
+            Rejection::SpoolUnavailable { .. } => {
+                "the relay cannot store the event durably right now; retry later".to_owned()
+            }
         }
     }
 
@@ -134,7 +156,10 @@ impl Rejection {
         match self {
             Rejection::NotReady { retry_after }
             | Rejection::QueueFull { retry_after }
-            | Rejection::KafkaUnavailable { retry_after } => Some(*retry_after),
+            | Rejection::KafkaUnavailable { retry_after }
+            | Rejection::RateLimited { retry_after }
+            | Rejection::SpoolFull { retry_after }
+            | Rejection::SpoolUnavailable { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -147,6 +172,8 @@ impl Rejection {
                 | Rejection::NotReady { .. }
                 | Rejection::QueueFull { .. }
                 | Rejection::KafkaUnavailable { .. }
+                | Rejection::SpoolFull { .. }
+                | Rejection::SpoolUnavailable { .. }
         )
     }
 

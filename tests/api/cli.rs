@@ -68,7 +68,8 @@ fn check_config_names_the_key_and_reason_of_each_problem() {
         ("empty source list", "[kafka]\nbrokers = \"127.0.0.1:9092\"\n".to_owned(), &[], "sources: no source is configured"),
         ("unknown key", GOOD.replace("[kafka]", "[kafka]\nbrokerz = \"x\""), &[("HOOKRELAY_TEST_TOKEN", "t")], "kafka.brokerz: unknown field: found `brokerz`"),
         ("auth omitted", GOOD.replace("auth = { type = \"none\" }", ""), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open: missing field `auth`"),
-        ("spool not yet available", format!("[delivery]\nack = \"spool\"\n{GOOD}"), &[("HOOKRELAY_TEST_TOKEN", "t")], "delivery.ack: \"spool\" is not available"),
+        ("unknown ack mode", format!("[delivery]\nack = \"disk\"\n{GOOD}"), &[("HOOKRELAY_TEST_TOKEN", "t")], "delivery.ack: unknown variant: found `disk`"),
+        ("rate limit of zero", GOOD.replace("key = \"/email\"", "key = \"/email\"\nrate_limit = { per_second = 0 }"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.tagmango.rate_limit.per_second: must be at least 1"),
         ("bad environment override", GOOD.to_owned(), &[("HOOKRELAY_TEST_TOKEN", "t"), ("HOOKRELAY__SERVER__BODY_TIMEOUT_MS", "soon")], "server.body_timeout_ms: "),
     ];
     for (name, text, env, expected) in cases {

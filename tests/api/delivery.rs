@@ -27,7 +27,7 @@ async fn broker_mode_with_brokers_down_gets_503_with_retry_after_within_the_time
         }
         spawn_from_config(config).await
     };
-    let accepted = app.post_sample("course.completed.50").await;
+    let accepted = app.post_unique("course.completed.50").await;
     assert_eq!(
         accepted.status().as_u16(),
         200,
@@ -36,7 +36,7 @@ async fn broker_mode_with_brokers_down_gets_503_with_retry_after_within_the_time
 
     cluster.broker_down(-1).unwrap();
     let started = Instant::now();
-    let response = app.post_sample("course.completed.50").await;
+    let response = app.post_unique("course.completed.50").await;
     let elapsed = started.elapsed();
 
     let retry_after: u64 = response
@@ -75,7 +75,7 @@ async fn readiness_is_reported_and_metrics_count_requests_by_source_and_status()
 
     for _ in 0..3 {
         assert_eq!(
-            app.post_sample("course.completed.50")
+            app.post_unique("course.completed.50")
                 .await
                 .status()
                 .as_u16(),
@@ -131,30 +131,47 @@ async fn readiness_is_reported_and_metrics_count_requests_by_source_and_status()
 
 #[tokio::test]
 async fn readiness_fails_from_the_first_moment_of_shutdown() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(Options {
+        body_timeout_ms: 3_000,
+        ..Options::default()
+    })
+    .await;
     let admin = app.admin_address.clone();
     let client = app.client.clone();
+    // A request still in flight (its body trickles in) keeps the shutdown draining for a while.
+    let address = app.socket_address();
+    let in_flight = std::thread::spawn(move || {
+        let head = format!(
+            "POST /hooks/tagmango/course.completed.50?token={TOKEN} HTTP/1.1\r\nHost: x\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        crate::helpers::raw_exchange(
+            address,
+            &[(head.as_bytes(), Duration::ZERO)],
+            Duration::from_secs(10),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let shutdown = tokio::spawn(app.shutdown());
-    // The admin listener stays up until the producer is flushed; poll it while it is.
-    let mut saw_not_ready = false;
-    for _ in 0..50 {
-        match client.get(format!("{admin}/readyz")).send().await {
-            Ok(response) if response.status().as_u16() == 503 => {
-                let body: serde_json::Value = response.json().await.unwrap();
-                assert_eq!(body["status"], "not_ready");
-                assert!(
-                    body["reasons"].to_string().contains("shutting down"),
-                    "{body}"
-                );
-                saw_not_ready = true;
-                break;
-            }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            Err(_) => break,
-        }
-    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let response = client.get(format!("{admin}/readyz")).send().await.unwrap();
+
+    assert_eq!(response.status().as_u16(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready");
+    assert!(
+        body["reasons"].to_string().contains("shutting down"),
+        "{body}"
+    );
+    let answer = tokio::task::spawn_blocking(move || in_flight.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "the in-flight request was answered: {answer}"
+    );
     assert_eq!(shutdown.await.unwrap(), 0);
-    assert!(saw_not_ready, "readyz answered 503 during shutdown");
 }
 
 #[tokio::test]

@@ -156,6 +156,7 @@ pub struct Options {
     pub extra: String,
     /// Create topics at start (tansu); the MockCluster has no topic admin API.
     pub create_topics: bool,
+    pub spool_max_bytes: u64,
 }
 
 impl Default for Options {
@@ -169,6 +170,7 @@ impl Default for Options {
             shutdown_timeout_ms: 5_000,
             extra: String::new(),
             create_topics: true,
+            spool_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -211,6 +213,8 @@ metadata_timeout_ms = 3000
 [delivery]
 ack = "{ack}"
 broker_timeout_ms = {broker_timeout_ms}
+spool_dir = "{spool_dir}"
+spool_max_bytes = {spool_max_bytes}
 
 [telemetry]
 level = "info"
@@ -233,6 +237,8 @@ key = "/email"
             ack = options.ack,
             broker_timeout_ms = options.broker_timeout_ms,
             token_file = token_file.display(),
+            spool_dir = dir.path().join("spool").display(),
+            spool_max_bytes = options.spool_max_bytes,
             extra = options.extra,
         );
         let path = dir.path().join("hookrelay.toml");
@@ -242,6 +248,10 @@ key = "/email"
             path,
             prefix,
         }
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self._dir.path().join("spool")
     }
 
     pub fn topic(&self, event: &str) -> String {
@@ -289,6 +299,17 @@ pub async fn spawn_from_config(config: TestConfig) -> TestApp {
 impl TestApp {
     pub fn hook_url(&self, event: &str) -> String {
         format!("{}/hooks/tagmango/{event}?token={TOKEN}", self.address)
+    }
+
+    /// Posts a course-progress body that no other call of this test posts (its own event id).
+    pub async fn post_unique(&self, event: &str) -> reqwest::Response {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = format!(
+            "{{\"email\":\"s{n}@example.com\",\"courseId\":\"c{n}\",\"lastProgressOn\":\"2023-11-20T18:30Z\"}}"
+        );
+        self.post_json(&self.hook_url(event), body.into_bytes())
+            .await
     }
 
     pub async fn post_sample(&self, event: &str) -> reqwest::Response {

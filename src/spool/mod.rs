@@ -1,0 +1,609 @@
+//! The write-ahead spool: where `ack = "spool"` events become durable before the sender gets its
+//! 2xx, and where they wait until Kafka has acknowledged them.
+//!
+//! Layout of `delivery.spool_dir`:
+//! - `NNNNNNNNNNNNNNNNNNNN.seg`: segments of framed records ([`codec`]), named by the sequence
+//!   number of their first record; appended by one writer thread, rolled at a size limit;
+//! - `checkpoint`: every record with a lower sequence number has been acknowledged by Kafka;
+//! - `idempotency.log`: the deduplication window (see [`crate::idempotency`]);
+//! - `lock`: held (flock) by the running relay, so two relays never share a spool.
+//!
+//! Durability: the [`writer`] appends the records of every request waiting at that moment in one
+//! `write` and one `fdatasync` (group commit), then answers all of them. The [`forwarder`] reads
+//! records in order, publishes them, advances the checkpoint over contiguously acknowledged
+//! records, and deletes segments below it. A failed delivery rewinds the forwarder to that record,
+//! so nothing is ever dropped and per-key order holds (at the cost of re-sending, at least once).
+//!
+//! Recovery after a crash scans every segment; a torn or corrupt tail is truncated and logged.
+
+pub mod codec;
+mod forwarder;
+mod writer;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+pub use codec::{Entry, Stored};
+pub use forwarder::ForwarderEvent;
+
+use crate::retry::DrainRate;
+use codec::{FrameHeader, FRAME_HEADER};
+
+/// Largest segment file; smaller spools roll at a quarter of their limit so that delivered
+/// records are reclaimed before the limit is reached.
+const MAX_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the spool is full")]
+    Full { retry_after: u64 },
+    #[error("the spool cannot be written: {0}")]
+    Io(String),
+    #[error("the spool is closed")]
+    Closed,
+}
+
+/// Spool counters shared by the writer, the forwarder and the request path.
+pub struct Shared {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    /// Every record below this sequence number is on disk and fsync'd.
+    durable_seq: AtomicU64,
+    /// Records not yet acknowledged by Kafka, and their bytes.
+    live_records: AtomicU64,
+    live_bytes: AtomicU64,
+    /// Receive time (ms since the epoch) of the oldest unacknowledged record; 0 when none.
+    oldest_received_ms: AtomicU64,
+    checkpoint: AtomicU64,
+    /// First sequence numbers of the segment files, ascending; the last is being appended.
+    segments: Mutex<Vec<u64>>,
+    /// Set while writes fail; cleared by the next successful write.
+    write_error: Mutex<Option<String>>,
+    failing: AtomicBool,
+    drain: DrainRate,
+}
+
+impl Shared {
+    pub fn live_records(&self) -> u64 {
+        self.live_records.load(Ordering::Relaxed)
+    }
+
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn checkpoint(&self) -> u64 {
+        self.checkpoint.load(Ordering::Relaxed)
+    }
+
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq.load(Ordering::Acquire)
+    }
+
+    /// Age of the oldest record Kafka has not acknowledged.
+    pub fn oldest_age(&self) -> Duration {
+        match self.oldest_received_ms.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            ms => SystemTime::now()
+                .duration_since(UNIX_EPOCH + Duration::from_millis(ms))
+                .unwrap_or(Duration::ZERO),
+        }
+    }
+
+    /// The reason writes fail, while they do.
+    pub fn write_error(&self) -> Option<String> {
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.write_error
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    fn set_write_error(&self, error: Option<String>) {
+        self.failing.store(error.is_some(), Ordering::Release);
+        *self
+            .write_error
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = error;
+    }
+
+    fn segment_path(&self, first_seq: u64) -> PathBuf {
+        segment_path(&self.dir, first_seq)
+    }
+
+    /// Seconds until the spool has drained enough for `needed` more bytes.
+    fn retry_after_secs(&self, needed: u64) -> u64 {
+        let excess = (self.live_bytes() + needed).saturating_sub(self.max_bytes);
+        self.drain.retry_after_secs(excess)
+    }
+}
+
+/// What [`Spool::open`] found on disk.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub records: u64,
+    pub bytes: u64,
+    pub checkpoint: u64,
+    /// Bytes cut off torn or corrupt segment tails.
+    pub truncated_bytes: u64,
+}
+
+/// A request to the writer thread.
+enum WriterMessage {
+    Append(Append),
+    Close,
+}
+
+struct Append {
+    frame: Vec<u8>,
+    dedup: Option<crate::idempotency::Remembered>,
+    reply: oneshot::Sender<Result<u64, SpoolError>>,
+}
+
+/// A handle on the open spool; cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    shared: Arc<Shared>,
+    writer: mpsc::Sender<WriterMessage>,
+}
+
+/// The spool's background threads, joined at shutdown.
+pub struct SpoolThreads {
+    writer: std::thread::JoinHandle<()>,
+    forwarder: forwarder::Handle,
+    _lock: File,
+}
+
+impl Spool {
+    /// Opens (creating if needed) and recovers the spool in `dir`, then starts the writer.
+    /// The forwarder is started separately ([`Spool::start_forwarder`]) once Kafka is set up.
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        metrics: &crate::metrics::Metrics,
+        idempotency: Option<Arc<crate::idempotency::Idempotency>>,
+    ) -> io::Result<(Spool, SpoolParts, Recovery)> {
+        fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        lock.try_lock().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "spool {} is in use by another hookrelay process",
+                    dir.display()
+                ),
+            )
+        })?;
+        let checkpoint = read_checkpoint(dir)?;
+        let (segments, scan) = recover_segments(dir, checkpoint)?;
+        let next_seq = scan.next_seq.max(checkpoint);
+        let segment_bytes = (max_bytes / 4).clamp(64 * 1024, MAX_SEGMENT_BYTES);
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            max_bytes,
+            segment_bytes,
+            durable_seq: AtomicU64::new(next_seq),
+            live_records: AtomicU64::new(scan.live_records),
+            live_bytes: AtomicU64::new(scan.live_bytes),
+            oldest_received_ms: AtomicU64::new(scan.oldest_received_ms),
+            checkpoint: AtomicU64::new(checkpoint),
+            segments: Mutex::new(segments),
+            write_error: Mutex::new(None),
+            failing: AtomicBool::new(false),
+            drain: DrainRate::new(),
+        });
+        let (sender, receiver) = mpsc::channel();
+        let (events, events_receiver) = mpsc::channel();
+        let writer = writer::spawn(
+            shared.clone(),
+            receiver,
+            events.clone(),
+            next_seq,
+            metrics.spool_fsync_seconds.clone(),
+            idempotency,
+        )?;
+        let recovery = Recovery {
+            records: scan.live_records,
+            bytes: scan.live_bytes,
+            checkpoint,
+            truncated_bytes: scan.truncated_bytes,
+        };
+        Ok((
+            Spool {
+                shared: shared.clone(),
+                writer: sender,
+            },
+            SpoolParts {
+                shared,
+                writer,
+                events,
+                events_receiver,
+                lock,
+            },
+            recovery,
+        ))
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Appends an encoded record ([`codec::encode`]) and waits until it is fsync'd; returns its
+    /// sequence number. `dedup` is remembered in the deduplication window once durable.
+    pub async fn append(
+        &self,
+        frame: Vec<u8>,
+        dedup: Option<crate::idempotency::Remembered>,
+    ) -> Result<u64, SpoolError> {
+        let size = frame.len() as u64;
+        if self.shared.live_bytes() + size > self.shared.max_bytes {
+            return Err(SpoolError::Full {
+                retry_after: self.shared.retry_after_secs(size),
+            });
+        }
+        let (reply, durable) = oneshot::channel();
+        self.writer
+            .send(WriterMessage::Append(Append {
+                frame,
+                dedup,
+                reply,
+            }))
+            .map_err(|_| SpoolError::Closed)?;
+        durable.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Stops accepting appends; the writer finishes what it has and exits.
+    pub fn close(&self) {
+        let _ = self.writer.send(WriterMessage::Close);
+    }
+}
+
+/// The parts of an opened spool that start its threads.
+pub struct SpoolParts {
+    shared: Arc<Shared>,
+    writer: std::thread::JoinHandle<()>,
+    events: mpsc::Sender<ForwarderEvent>,
+    events_receiver: mpsc::Receiver<ForwarderEvent>,
+    lock: File,
+}
+
+impl SpoolParts {
+    /// Starts the forwarder, which publishes spooled records through `publisher`.
+    pub fn start_forwarder(
+        self,
+        publisher: Arc<crate::publisher::Publisher>,
+        sources: std::collections::HashMap<String, Arc<crate::metrics::SourceMetrics>>,
+        retries: prometheus::IntCounter,
+    ) -> io::Result<SpoolThreads> {
+        let forwarder = forwarder::spawn(
+            self.shared,
+            publisher,
+            sources,
+            retries,
+            self.events,
+            self.events_receiver,
+        )?;
+        Ok(SpoolThreads {
+            writer: self.writer,
+            forwarder,
+            _lock: self.lock,
+        })
+    }
+}
+
+impl SpoolThreads {
+    /// Waits for the writer to finish, then lets the forwarder deliver until the spool is empty or
+    /// `deadline` passes, and persists the checkpoint. Returns the records left in the spool.
+    pub fn shutdown(self, spool: &Spool, deadline: std::time::Instant) -> u64 {
+        spool.close();
+        let _ = self.writer.join();
+        self.forwarder.stop(deadline);
+        spool.shared.live_records()
+    }
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.seg"))
+}
+
+/// Segment files in `dir`, by first sequence number.
+fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut segments: Vec<u64> = fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let name = name.to_str()?;
+            name.strip_suffix(".seg")?.parse().ok()
+        })
+        .collect();
+    segments.sort_unstable();
+    Ok(segments)
+}
+
+fn read_checkpoint(dir: &Path) -> io::Result<u64> {
+    match fs::read(dir.join("checkpoint")) {
+        Ok(bytes) if bytes.len() == 12 => {
+            let seq = u64::from_le_bytes(bytes[0..8].try_into().unwrap_or_default());
+            let crc = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
+            if crc32fast::hash(&bytes[0..8]) == crc {
+                Ok(seq)
+            } else {
+                tracing::error!("spool checkpoint is corrupt; re-sending every spooled record");
+                Ok(0)
+            }
+        }
+        Ok(_) => {
+            tracing::error!("spool checkpoint has a wrong size; re-sending every spooled record");
+            Ok(0)
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(error) => Err(error),
+    }
+}
+
+/// Writes the checkpoint atomically: temporary file, fsync, rename, fsync of the directory.
+fn write_checkpoint(dir: &Path, seq: u64) -> io::Result<()> {
+    let mut bytes = [0u8; 12];
+    bytes[0..8].copy_from_slice(&seq.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[0..8]);
+    bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+    let temporary = dir.join("checkpoint.tmp");
+    let mut file = File::create(&temporary)?;
+    file.write_all(&bytes)?;
+    file.sync_data()?;
+    fs::rename(&temporary, dir.join("checkpoint"))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+struct Scan {
+    next_seq: u64,
+    live_records: u64,
+    live_bytes: u64,
+    oldest_received_ms: u64,
+    truncated_bytes: u64,
+}
+
+/// Scans every segment, truncates torn or corrupt tails, deletes fully delivered segments.
+fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)> {
+    let mut scan = Scan {
+        next_seq: 0,
+        live_records: 0,
+        live_bytes: 0,
+        oldest_received_ms: 0,
+        truncated_bytes: 0,
+    };
+    let mut kept = Vec::new();
+    let segments = list_segments(dir)?;
+    for (index, &first_seq) in segments.iter().enumerate() {
+        let path = segment_path(dir, first_seq);
+        let mut valid_end = 0u64;
+        let mut expected = first_seq;
+        let file_len = fs::metadata(&path)?.len();
+        let mut reader = BufReader::new(File::open(&path)?);
+        while let Some((header, payload)) = read_frame(&mut reader, expected)? {
+            if header.seq >= checkpoint {
+                scan.live_records += 1;
+                scan.live_bytes += (FRAME_HEADER + header.len) as u64;
+                if scan.oldest_received_ms == 0 {
+                    scan.oldest_received_ms = codec::received_ms(&payload).unwrap_or(0);
+                }
+            }
+            valid_end += (FRAME_HEADER + header.len) as u64;
+            expected += 1;
+        }
+        if valid_end < file_len {
+            let cut = file_len - valid_end;
+            let last = index + 1 == segments.len();
+            if last {
+                tracing::warn!(segment = %path.display(), bytes = cut, "spool: truncating a torn or corrupt tail left by a crash");
+            } else {
+                tracing::error!(segment = %path.display(), bytes = cut, "spool: corrupt records in the middle of the spool; the records after them in this segment are lost");
+            }
+            OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(valid_end)?;
+            scan.truncated_bytes += cut;
+        }
+        scan.next_seq = scan.next_seq.max(expected);
+        let next_first = segments.get(index + 1).copied();
+        let fully_delivered = next_first.is_some_and(|next| next <= checkpoint)
+            || (next_first.is_none() && expected <= checkpoint && expected > first_seq);
+        if fully_delivered && next_first.is_some() {
+            fs::remove_file(&path)?;
+        } else {
+            kept.push(first_seq);
+        }
+    }
+    Ok((kept, scan))
+}
+
+/// Reads one frame whose sequence number must be `expected`; `None` at the end of valid data.
+fn read_frame(reader: &mut impl Read, expected: u64) -> io::Result<Option<(FrameHeader, Vec<u8>)>> {
+    let mut head = [0u8; FRAME_HEADER];
+    if !read_full(reader, &mut head)? {
+        return Ok(None);
+    }
+    let Some(header) = FrameHeader::parse(&head) else {
+        return Ok(None);
+    };
+    if header.seq != expected {
+        return Ok(None);
+    }
+    let mut payload = vec![0u8; header.len];
+    if !read_full(reader, &mut payload)? || !header.verifies(&payload) {
+        return Ok(None);
+    }
+    Ok(Some((header, payload)))
+}
+
+/// `read_exact` that reports a short read as `false` instead of an error.
+fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(true)
+}
+
+/// `hookrelay spool status`: what a spool directory holds, read without modifying it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub records: u64,
+    pub bytes: u64,
+    pub segments: usize,
+    pub checkpoint: u64,
+    pub oldest_age: Option<Duration>,
+}
+
+impl Status {
+    pub fn read(dir: &Path) -> io::Result<Status> {
+        let checkpoint = read_checkpoint(dir)?;
+        let segments = list_segments(dir)?;
+        let mut status = Status {
+            records: 0,
+            bytes: 0,
+            segments: segments.len(),
+            checkpoint,
+            oldest_age: None,
+        };
+        for first_seq in segments {
+            let mut reader = BufReader::new(File::open(segment_path(dir, first_seq))?);
+            let mut expected = first_seq;
+            while let Some((header, payload)) = read_frame(&mut reader, expected)? {
+                if header.seq >= checkpoint {
+                    status.records += 1;
+                    status.bytes += (FRAME_HEADER + header.len) as u64;
+                    if status.oldest_age.is_none() {
+                        status.oldest_age = codec::received_ms(&payload).map(|ms| {
+                            SystemTime::now()
+                                .duration_since(UNIX_EPOCH + Duration::from_millis(ms))
+                                .unwrap_or(Duration::ZERO)
+                        });
+                    }
+                }
+                expected += 1;
+            }
+        }
+        Ok(status)
+    }
+}
+
+/// Sequential reader of spooled records, for the forwarder.
+struct Reader {
+    dir: PathBuf,
+    segment: u64,
+    offset: u64,
+    next_seq: u64,
+    file: Option<BufReader<File>>,
+}
+
+/// Where a record starts on disk.
+#[derive(Debug, Clone, Copy)]
+struct Location {
+    segment: u64,
+    offset: u64,
+}
+
+impl Reader {
+    fn new(dir: PathBuf, segments: &[u64], checkpoint: u64) -> io::Result<Reader> {
+        let segment = segments
+            .iter()
+            .rev()
+            .find(|&&first| first <= checkpoint)
+            .or(segments.first())
+            .copied()
+            .unwrap_or(checkpoint);
+        let mut reader = Reader {
+            dir,
+            segment,
+            offset: 0,
+            next_seq: segment,
+            file: None,
+        };
+        // Skip the delivered records at the start of the segment.
+        while reader.next_seq < checkpoint {
+            if reader.next()?.is_none() {
+                break;
+            }
+        }
+        Ok(reader)
+    }
+
+    fn seek(&mut self, location: Location, seq: u64) -> io::Result<()> {
+        let mut file = BufReader::new(File::open(segment_path(&self.dir, location.segment))?);
+        file.seek(SeekFrom::Start(location.offset))?;
+        self.file = Some(file);
+        self.segment = location.segment;
+        self.offset = location.offset;
+        self.next_seq = seq;
+        Ok(())
+    }
+
+    /// The next record (`None` inside when it cannot be decoded) with its location and size, if
+    /// it is on disk; callers only ask for durable sequence numbers.
+    #[allow(clippy::type_complexity)]
+    fn next(&mut self) -> io::Result<Option<(Location, Option<Stored>, u64)>> {
+        for _ in 0..2 {
+            if self.file.is_none() {
+                match File::open(segment_path(&self.dir, self.segment)) {
+                    Ok(file) => {
+                        let mut file = BufReader::new(file);
+                        file.seek(SeekFrom::Start(self.offset))?;
+                        self.file = Some(file);
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(error) => return Err(error),
+                }
+            }
+            let Some(file) = self.file.as_mut() else {
+                return Ok(None);
+            };
+            if let Some((header, payload)) = read_frame(file, self.next_seq)? {
+                let location = Location {
+                    segment: self.segment,
+                    offset: self.offset,
+                };
+                let size = (FRAME_HEADER + header.len) as u64;
+                self.offset += size;
+                self.next_seq += 1;
+                return Ok(Some((location, codec::decode(header.seq, &payload), size)));
+            }
+            // The end of this segment: the next record starts the next segment, if it exists.
+            if self.segment == self.next_seq || !segment_path(&self.dir, self.next_seq).exists() {
+                // Re-read from the same offset next time (the writer may not have rolled yet).
+                self.file = None;
+                return Ok(None);
+            }
+            self.segment = self.next_seq;
+            self.offset = 0;
+            self.file = None;
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests;
