@@ -14,8 +14,8 @@
 //! Dropping a producer purges its queue, so [`Publisher::flush`] must run before shutdown ends.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -93,6 +93,8 @@ pub struct Pending {
 
 /// Counts delivery outcomes and answers waiting requests; runs on the producer's poll thread.
 pub struct DeliveryContext {
+    /// Set when the producer reports an error it cannot recover from by itself.
+    broken: Arc<AtomicBool>,
     progress: Arc<DrainRate>,
     /// `memory`-mode records not yet acknowledged: what a crash or a failed flush would lose.
     unacknowledged_memory: Arc<AtomicU64>,
@@ -129,6 +131,9 @@ impl ProducerContext for DeliveryContext {
             Err((error, _)) => {
                 if let Some(source) = &pending.source {
                     source.failed.inc();
+                }
+                if is_unrecoverable(error) {
+                    self.broken.store(true, Ordering::Release);
                 }
                 match pending.notify {
                     Notify::Nobody => {
@@ -176,27 +181,86 @@ fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
 
 /// The relay's producer.
 pub struct Publisher {
-    producer: ThreadedProducer<DeliveryContext>,
+    /// Replaced by [`Publisher::reset_if_broken`] when librdkafka cannot recover by itself.
+    producer: RwLock<ThreadedProducer<DeliveryContext>>,
     client_config: ClientConfig,
+    broken: Arc<AtomicBool>,
     progress: Arc<DrainRate>,
     unacknowledged_memory: Arc<AtomicU64>,
+}
+
+/// Errors after which the idempotent producer never delivers again (the broker fenced its
+/// producer id, or librdkafka raised a fatal error): only a new producer can.
+fn is_unrecoverable(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    )
 }
 
 impl Publisher {
     pub fn new(config: &Config) -> Result<Publisher, KafkaError> {
         let client_config = client_config(config);
+        let broken = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(DrainRate::new());
         let unacknowledged_memory = Arc::new(AtomicU64::new(0));
         let producer = client_config.create_with_context(DeliveryContext {
+            broken: broken.clone(),
             progress: progress.clone(),
             unacknowledged_memory: unacknowledged_memory.clone(),
         })?;
         Ok(Publisher {
-            producer,
+            producer: RwLock::new(producer),
             client_config,
+            broken,
             progress,
             unacknowledged_memory,
         })
+    }
+
+    fn producer(&self) -> std::sync::RwLockReadGuard<'_, ThreadedProducer<DeliveryContext>> {
+        self.producer
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Replaces the producer when it can no longer deliver (fenced or fatal). Records still in
+    /// the old producer are reported failed: spooled ones are sent again by the forwarder.
+    /// Returns whether it replaced the producer.
+    pub fn reset_if_broken(&self) -> bool {
+        let fatal = self.producer().client().fatal_error();
+        if !self.broken.swap(false, Ordering::AcqRel) && fatal.is_none() {
+            return false;
+        }
+        let fresh = match self.client_config.create_with_context(DeliveryContext {
+            broken: self.broken.clone(),
+            progress: self.progress.clone(),
+            unacknowledged_memory: self.unacknowledged_memory.clone(),
+        }) {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::error!(%error, "cannot create a new Kafka producer");
+                self.broken.store(true, Ordering::Release);
+                return false;
+            }
+        };
+        let old = std::mem::replace(
+            &mut *self
+                .producer
+                .write()
+                .unwrap_or_else(|poison| poison.into_inner()),
+            fresh,
+        );
+        tracing::warn!(?fatal, "the Kafka producer could not recover (fenced or fatal error); replaced it with a new one");
+        drop(old);
+        true
     }
 
     /// `memory` mode: enqueue and return; the delivery report only moves metrics.
@@ -272,15 +336,19 @@ impl Publisher {
             .key(record.key)
             .payload(record.value)
             .headers(record.headers);
-        self.producer.send(base).map_err(|(error, _)| match error {
-            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => PublishError::QueueFull,
-            other => PublishError::Kafka(other),
-        })
+        self.producer()
+            .send(base)
+            .map_err(|(error, _)| match error {
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+                    PublishError::QueueFull
+                }
+                other => PublishError::Kafka(other),
+            })
     }
 
     /// Records still queued or awaiting acknowledgement.
     pub fn backlog(&self) -> u64 {
-        self.producer.in_flight_count().max(0) as u64
+        self.producer().in_flight_count().max(0) as u64
     }
 
     /// Seconds a refused sender should wait (see [`DrainRate::retry_after_secs`]).
@@ -292,7 +360,7 @@ impl Publisher {
     /// `memory`-mode records were still not acknowledged (spooled ones stay in the spool).
     /// Blocking.
     pub fn flush(&self, timeout: Duration) -> u64 {
-        if let Err(error) = self.producer.flush(timeout) {
+        if let Err(error) = self.producer().flush(timeout) {
             tracing::warn!(%error, "producer flush did not complete");
         }
         self.unacknowledged_memory()
@@ -300,7 +368,7 @@ impl Publisher {
 
     /// The names of the cluster's topics. Blocking, at most `timeout`.
     pub fn topic_names(&self, timeout: Duration) -> Result<HashSet<String>, KafkaError> {
-        let metadata = self.producer.client().fetch_metadata(None, timeout)?;
+        let metadata = self.producer().client().fetch_metadata(None, timeout)?;
         Ok(metadata
             .topics()
             .iter()

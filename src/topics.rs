@@ -105,6 +105,7 @@ impl Watcher {
                 move || {
                     let mut previous = health.kafka();
                     while !stop.load(Ordering::Acquire) {
+                        publisher.reset_if_broken();
                         topics.check(&publisher, &health, timeout);
                         let state = health.kafka();
                         if state != previous {

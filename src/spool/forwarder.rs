@@ -323,6 +323,7 @@ impl Forwarder {
         };
         let location = self.window[index].location;
         let resent = self.window.len() - index;
+        self.publisher.reset_if_broken();
         self.window.truncate(index);
         self.retries.inc_by(resent as u64);
         tracing::warn!(

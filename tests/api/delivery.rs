@@ -211,12 +211,7 @@ async fn memory_mode_delivers_every_accepted_event_when_sigterm_arrives() {
         shutdown_timeout_ms: 20_000,
         ..Options::default()
     });
-    let text = std::fs::read_to_string(&config.path).unwrap();
-    let port = text
-        .lines()
-        .find_map(|line| line.strip_prefix("listen = \"127.0.0.1:"))
-        .and_then(|rest| rest.trim_end_matches('"').parse::<u16>().ok())
-        .unwrap();
+    let port = config.ingress_port();
     // Topics are created by the relay at start (kafka.create_topics = true).
     let mut relay = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
         .args(["serve", "--config"])

@@ -128,6 +128,45 @@ fn start_broker() -> Broker {
     }
 }
 
+/// A broker of one test's own, which the test may pause (SIGSTOP) and resume (SIGCONT).
+pub struct PrivateBroker {
+    pub address: String,
+    process: Child,
+}
+
+impl PrivateBroker {
+    pub fn start() -> PrivateBroker {
+        let port = free_port();
+        let process = spawn_broker_process(port);
+        let address = format!("127.0.0.1:{port}");
+        wait_for_port(&address, Duration::from_secs(30));
+        PrivateBroker { address, process }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: signalling our own child process.
+        let result = unsafe { libc::kill(self.process.id() as libc::pid_t, signal) };
+        assert_eq!(result, 0, "signal {signal} to the broker");
+    }
+
+    /// Freezes the broker: connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
 pub fn wait_for_port(address: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while TcpStream::connect(address).is_err() {
@@ -250,6 +289,23 @@ key = "/email"
         }
     }
 
+    fn placeholder() -> TestConfig {
+        TestConfig {
+            _dir: tempfile::tempdir().expect("temp dir"),
+            path: PathBuf::new(),
+            prefix: String::new(),
+        }
+    }
+
+    /// The port the relay's ingress listens on.
+    pub fn ingress_port(&self) -> u16 {
+        let text = std::fs::read_to_string(&self.path).expect("config file");
+        text.lines()
+            .find_map(|line| line.strip_prefix("listen = \"127.0.0.1:"))
+            .and_then(|rest| rest.trim_end_matches('"').parse().ok())
+            .expect("listen line")
+    }
+
     pub fn spool_dir(&self) -> PathBuf {
         self._dir.path().join("spool")
     }
@@ -331,6 +387,17 @@ impl TestApp {
             .trim_start_matches("http://")
             .parse()
             .expect("socket address")
+    }
+
+    /// Stops the relay and hands back its configuration, to start it again.
+    pub async fn stop_keeping_config(mut self) -> TestConfig {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        std::mem::replace(&mut self.config, TestConfig::placeholder())
     }
 
     /// Stops the relay the way a signal would, and returns the count of unacknowledged records.

@@ -9,3 +9,4 @@ mod delivery;
 mod helpers;
 mod publish;
 mod refusals;
+mod spool;

@@ -1,0 +1,481 @@
+//! `ack = "spool"`: a 200 means the event is on local disk, and from then on nothing loses it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+use crate::helpers::{
+    assert_problem, read_topic, read_topic_from, sample, spawn_app_with, spawn_from_config,
+    wait_for_port, Options, PrivateBroker, TestApp, TestConfig, TAGMANGO_SAMPLES, TOKEN,
+};
+
+fn spool_options(brokers: &str) -> Options {
+    Options {
+        brokers: brokers.to_owned(),
+        ack: "spool",
+        ..Options::default()
+    }
+}
+
+/// Posts `count` distinct events, `parallel` at a time; returns the ids answered 200 and the
+/// answers that were not 200 (status, code).
+async fn post_many(
+    app_url: &str,
+    count: usize,
+    parallel: usize,
+) -> (Vec<String>, Vec<(u16, String)>) {
+    let client = reqwest::Client::new();
+    let url = format!("{app_url}/hooks/tagmango/course.completed.50?token={TOKEN}");
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    let mut batch = Vec::new();
+    for n in 0..count {
+        let body = format!(
+            "{{\"email\":\"p{n}@example.com\",\"courseId\":\"c\",\"lastProgressOn\":\"2023-11-20T18:30Z\",\"n\":{n}}}"
+        );
+        batch.push(
+            client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send(),
+        );
+        if batch.len() == parallel || n + 1 == count {
+            for response in futures_util::future::join_all(batch.drain(..)).await {
+                match response {
+                    Ok(response) if response.status().as_u16() == 200 => {
+                        let body: serde_json::Value = response.json().await.unwrap();
+                        accepted.push(body["id"].as_str().unwrap().to_owned());
+                    }
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let body: serde_json::Value = response.json().await.unwrap_or_default();
+                        refused.push((status, body["code"].as_str().unwrap_or("").to_owned()));
+                    }
+                    Err(error) => refused.push((0, error.to_string())),
+                }
+            }
+        }
+    }
+    (accepted, refused)
+}
+
+/// Reads `topic` until every id in `expected` has arrived or `timeout` passes; returns the ids
+/// seen, with how often each arrived.
+fn wait_for_ids(
+    brokers: &str,
+    topic: &str,
+    expected: &HashSet<String>,
+    timeout: Duration,
+) -> BTreeMap<String, usize> {
+    let deadline = Instant::now() + timeout;
+    let tail = hookrelay::tail::Tail::open(
+        brokers,
+        std::iter::empty(),
+        topic,
+        hookrelay::tail::StartAt::Beginning,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    while Instant::now() < deadline && !expected.iter().all(|id| seen.contains_key(id)) {
+        if let Some(record) = tail.next(Duration::from_millis(200)).unwrap() {
+            *seen
+                .entry(record.header("ce_id").unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn spooled_event_arrives_with_the_same_record_as_in_broker_mode() {
+    let app = spawn_app_with(spool_options(&crate::helpers::broker().address)).await;
+
+    let response = app.post_sample("course.completed.50").await;
+
+    assert_eq!(response.status().as_u16(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "accepted");
+    let topic = app.config.topic("course.completed.50");
+    let records =
+        tokio::task::spawn_blocking(move || read_topic(&topic, 1, Duration::from_secs(15)))
+            .await
+            .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value, sample("course.completed.50"));
+    assert_eq!(records[0].key.as_deref(), Some(&b"student@example.com"[..]));
+    assert_eq!(records[0].header("ce_id"), body["id"].as_str());
+    assert_eq!(records[0].header("ce_type"), Some("course.completed.50"));
+    assert_eq!(records[0].header("ce_source"), Some("/sources/tagmango"));
+    assert_eq!(records[0].header("hookrelay_auth"), Some("token"));
+}
+
+/// Also an outage longer than `message.timeout.ms` (5 s): librdkafka gives the records up, the
+/// forwarder sends them again from the spool.
+#[tokio::test]
+async fn events_accepted_while_the_broker_is_paused_all_arrive_after_it_resumes() {
+    const EVENTS: usize = 2_000;
+    let broker = PrivateBroker::start();
+    let app = spawn_app_with(Options {
+        extra: "\n[kafka.options]\n\"message.timeout.ms\" = \"5000\"\n".to_owned(),
+        ..spool_options(&broker.address)
+    })
+    .await;
+
+    broker.pause();
+    let paused = Instant::now();
+    let (accepted, refused) = post_many(&app.address, EVENTS, 20).await;
+    assert!(
+        refused.is_empty(),
+        "refused while Kafka was down: {:?}",
+        &refused[..refused.len().min(5)]
+    );
+    assert_eq!(accepted.len(), EVENTS);
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(paused.elapsed())).await;
+    broker.resume();
+
+    let expected: HashSet<String> = accepted.into_iter().collect();
+    let topic = app.config.topic("course.completed.50");
+    let brokers = broker.address.clone();
+    let seen = tokio::task::spawn_blocking({
+        let expected = expected.clone();
+        move || wait_for_ids(&brokers, &topic, &expected, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    let missing = expected.iter().filter(|id| !seen.contains_key(*id)).count();
+    assert_eq!(
+        missing, 0,
+        "{missing} of {EVENTS} accepted events never reached Kafka"
+    );
+    drop(app);
+}
+
+#[tokio::test]
+async fn a_full_spool_refuses_with_503_and_accepts_again_when_kafka_returns() {
+    let broker = PrivateBroker::start();
+    let app = spawn_app_with(Options {
+        spool_max_bytes: 256 * 1024,
+        ..spool_options(&broker.address)
+    })
+    .await;
+    broker.pause();
+
+    let mut full = None;
+    for _ in 0..5_000 {
+        let response = app.post_unique("course.completed.50").await;
+        if response.status().as_u16() != 200 {
+            full = Some(response);
+            break;
+        }
+    }
+    let response = full.expect("the spool filled up");
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&retry_after));
+    assert_problem(response, 503, "spool_full").await;
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.admin_address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("hookrelay_spool_records "), "{metrics}");
+
+    broker.resume();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = app.post_unique("course.completed.50").await;
+        if response.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still refused 30 s after Kafka returned"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_spool_tail_is_cut_and_the_intact_records_are_delivered() {
+    use hookrelay::spool::{codec, Entry, Spool};
+    use std::io::Write;
+
+    let config = TestConfig::new(&spool_options(&crate::helpers::broker().address));
+    let topic = config.topic("course.completed.50");
+    let dir = config.spool_dir();
+    {
+        let (spool, _parts, _) =
+            Spool::open(&dir, 1 << 20, &hookrelay::metrics::Metrics::new(), None).unwrap();
+        for n in 0..10 {
+            let id = format!("left-over-{n}");
+            let frame = codec::encode(&Entry {
+                received: std::time::SystemTime::now(),
+                source: "tagmango",
+                topic: &topic,
+                key: b"k",
+                headers: &[("ce_id", id.as_bytes())],
+                value: format!("{{\"n\":{n}}}").as_bytes(),
+            });
+            spool.append(frame, None).await.unwrap();
+        }
+        spool.close();
+    }
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .find(|path| path.extension().is_some_and(|extension| extension == "seg"))
+        .unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap();
+    file.write_all(&[0x2a, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 10, 0, 0, 0])
+        .unwrap();
+    drop(file);
+
+    let status = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["spool", "status", "--config"])
+        .arg(&config.path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(stdout.contains("records:     10"), "{stdout}");
+
+    let app = spawn_from_config(config).await;
+
+    let expected: HashSet<String> = (0..10).map(|n| format!("left-over-{n}")).collect();
+    let brokers = crate::helpers::broker().address.clone();
+    let seen = tokio::task::spawn_blocking({
+        let expected = expected.clone();
+        move || wait_for_ids(&brokers, &topic, &expected, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert!(
+        expected.iter().all(|id| seen.contains_key(id)),
+        "delivered: {seen:?}"
+    );
+    assert_eq!(
+        app.post_unique("course.completed.50")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_is_published_once_even_across_a_restart() {
+    let app = spawn_app_with(spool_options(&crate::helpers::broker().address)).await;
+    let first: serde_json::Value = app
+        .post_sample("course.completed.50")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let again: serde_json::Value = app
+        .post_sample("course.completed.50")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["status"], "accepted");
+    assert_eq!(again["status"], "duplicate");
+    assert_eq!(first["id"], again["id"]);
+
+    let config = app.stop_keeping_config().await;
+    let app = spawn_from_config(config).await;
+    let after_restart: serde_json::Value = app
+        .post_sample("course.completed.50")
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    assert_eq!(after_restart["status"], "duplicate");
+    assert_eq!(after_restart["id"], first["id"]);
+    let topic = app.config.topic("course.completed.50");
+    let records =
+        tokio::task::spawn_blocking(move || read_topic(&topic, 3, Duration::from_secs(5)))
+            .await
+            .unwrap();
+    assert_eq!(records.len(), 1);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.admin_address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hookrelay_duplicates_total{source=\"tagmango\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn requests_beyond_the_burst_get_429_with_retry_after() {
+    let app = spawn_app_with(Options {
+        extra: "rate_limit = { per_second = 1, burst = 5 }\n".to_owned(),
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            app.post_unique("course.completed.50")
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+
+    let response = app.post_unique("course.completed.50").await;
+
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    assert_problem(response, 429, "rate_limited").await;
+}
+
+fn spawn_relay(config: &TestConfig) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["serve", "--config"])
+        .arg(&config.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("relay starts")
+}
+
+#[tokio::test]
+async fn every_acknowledged_event_survives_kill_9_of_the_relay() {
+    let config = TestConfig::new(&spool_options(&crate::helpers::broker().address));
+    let address = format!("127.0.0.1:{}", config.ingress_port());
+    let mut relay = spawn_relay(&config);
+    tokio::task::spawn_blocking({
+        let address = address.clone();
+        move || wait_for_port(&address, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+
+    let url = format!("http://{address}");
+    let posting = tokio::spawn(async move { post_many(&url, 3_000, 16).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    relay.kill().unwrap(); // SIGKILL
+    relay.wait().unwrap();
+    let (accepted, _refused) = posting.await.unwrap();
+    assert!(
+        !accepted.is_empty(),
+        "some events were accepted before the kill"
+    );
+
+    let mut relay = spawn_relay(&config);
+    let expected: HashSet<String> = accepted.into_iter().collect();
+    let topic = config.topic("course.completed.50");
+    let brokers = crate::helpers::broker().address.clone();
+    let seen = tokio::task::spawn_blocking({
+        let expected = expected.clone();
+        move || wait_for_ids(&brokers, &topic, &expected, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+
+    let missing = expected.iter().filter(|id| !seen.contains_key(*id)).count();
+    let duplicated = seen.values().filter(|&&count| count > 1).count();
+    println!(
+        "kill -9: {} acknowledged, {} in Kafka, {} published more than once (at-least-once)",
+        expected.len(),
+        seen.len(),
+        duplicated
+    );
+    assert_eq!(missing, 0, "{missing} acknowledged events are not in Kafka");
+}
+
+#[tokio::test]
+async fn injected_produce_errors_and_a_slow_broker_lose_nothing_and_keep_per_key_order() {
+    const PER_KEY: usize = 40;
+    const KEYS: usize = 5;
+    let cluster = MockCluster::new(1).unwrap();
+    let config = TestConfig::new(&Options {
+        create_topics: false,
+        ..spool_options(&cluster.bootstrap_servers())
+    });
+    for event in TAGMANGO_SAMPLES {
+        cluster.create_topic(&config.topic(event), 3, 1).unwrap();
+    }
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(500))
+        .unwrap();
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+    let app: TestApp = spawn_from_config(config).await;
+
+    // Each key's events are posted in order; keys interleave.
+    for n in 0..PER_KEY {
+        for key in 0..KEYS {
+            let body = format!(
+                "{{\"email\":\"k{key}@example.com\",\"courseId\":\"c\",\"lastProgressOn\":\"{n}\",\"n\":{n}}}"
+            );
+            let response = app
+                .post_json(&app.hook_url("course.completed.50"), body.into_bytes())
+                .await;
+            assert_eq!(response.status().as_u16(), 200);
+        }
+    }
+
+    let topic = app.config.topic("course.completed.50");
+    let brokers = cluster.bootstrap_servers();
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic_from(&brokers, &topic, PER_KEY * KEYS, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    let mut by_key: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+    for record in &records {
+        let body: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+        by_key
+            .entry(record.key.clone().unwrap())
+            .or_default()
+            .push(body["n"].as_u64().unwrap());
+    }
+    assert_eq!(by_key.len(), KEYS);
+    for (key, sequence) in by_key {
+        let mut distinct = sequence.clone();
+        distinct.dedup();
+        assert_eq!(
+            distinct,
+            (0..PER_KEY as u64).collect::<Vec<_>>(),
+            "key {} arrives complete and in order",
+            String::from_utf8_lossy(&key)
+        );
+    }
+}
