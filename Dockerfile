@@ -9,7 +9,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/hookrelay --create-home hookrelay
+ && useradd --system --uid 10001 --home-dir /var/lib/hookrelay --create-home hookrelay \
+ && install -d -o hookrelay /var/lib/hookrelay/data
 COPY --from=build /src/target/release/hookrelay /usr/local/bin/hookrelay
 COPY config/hookrelay.toml /etc/hookrelay/hookrelay.toml
 USER 10001

@@ -54,6 +54,10 @@ enum Command {
         /// Stop when no record arrived for this many milliseconds (default: follow forever).
         #[arg(long)]
         idle_exit_ms: Option<u64>,
+        /// Print only how many records the topic holds (the sum of its partitions' end
+        /// offsets minus their start offsets), then exit.
+        #[arg(long)]
+        count: bool,
     },
     /// Inspect the durable spool.
     Spool {
@@ -82,9 +86,16 @@ pub fn run() -> ExitCode {
         Command::Tail {
             config,
             topic,
+            count: true,
+            ..
+        } => count_records(&config, &topic),
+        Command::Tail {
+            config,
+            topic,
             from,
             max,
             idle_exit_ms,
+            count: false,
         } => tail(
             &config,
             &topic,
@@ -196,6 +207,28 @@ fn tail(
         }
     }
     ExitCode::SUCCESS
+}
+
+fn count_records(path: &std::path::Path, topic: &str) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match tail::count(
+        &config.kafka.brokers,
+        &config.kafka.options,
+        topic,
+        config.metadata_timeout(),
+    ) {
+        Ok(count) => {
+            println!("{count}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("hookrelay tail: {error}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 fn spool_status(path: &std::path::Path) -> ExitCode {

@@ -138,6 +138,29 @@ impl Tail {
     }
 }
 
+/// How many records `topic` holds: per partition, the high watermark minus the low one.
+pub fn count<'a>(
+    brokers: &str,
+    options: impl IntoIterator<Item = (&'a String, &'a String)>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<u64, String> {
+    let tail = Tail::open(brokers, options, topic, StartAt::End, timeout)?;
+    let assignment = tail
+        .consumer
+        .assignment()
+        .map_err(|error| format!("cannot read the assignment of {topic}: {error}"))?;
+    let mut total = 0u64;
+    for element in assignment.elements() {
+        let (low, high) = tail
+            .consumer
+            .fetch_watermarks(topic, element.partition(), timeout)
+            .map_err(|error| format!("cannot read the offsets of {topic}: {error}"))?;
+        total += (high - low).max(0) as u64;
+    }
+    Ok(total)
+}
+
 fn is_producer_only(key: &str) -> bool {
     matches!(
         key,

@@ -1,0 +1,237 @@
+"""The benchmark behind scripts/bench (run that, not this: it installs and builds first).
+
+For the bare server and the relay in each ack mode it measures, in one run on this machine:
+phase 1, the maximum throughput with keep-alive connections for a fixed duration (requests/s,
+latency quantiles, errors, the server's CPU seconds per 1 000 requests and peak RSS from /proc);
+phase 2, latency at a constant rate of 50 % of that maximum, corrected for coordinated omission
+(oha --latency-correction). For the relay it then checks that every request answered 200 is in
+Kafka (delivered = accepted), by the topic's offsets.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELAY = os.path.join(ROOT, "target/release/hookrelay")
+BARE = os.path.join(ROOT, "target/release/examples/bare_ingress")
+SAMPLE = os.path.join(ROOT, "samples/tagmango/course.completed.50.json")
+TOKEN = "bench-token"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port}")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process and its threads, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def oha(url, duration, connections, rate=None):
+    command = [
+        "oha", "--no-tui", "--output-format", "json", "-z", f"{duration}s",
+        "-c", str(connections), "-m", "POST",
+        "-H", "content-type: application/json", "-D", SAMPLE,
+    ]
+    if rate:
+        command += ["-q", str(int(rate)), "--latency-correction"]
+    result = subprocess.run(command + [url], capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout)
+    statuses = {int(k): v for k, v in report.get("statusCodeDistribution", {}).items()}
+    percentiles = report.get("latencyPercentiles", {})
+    summary = report["summary"]
+    total = sum(statuses.values())
+    return {
+        "rps": summary["requestsPerSec"],
+        "ok": statuses.get(200, 0),
+        "total": total,
+        "errors": total - statuses.get(200, 0) + sum(report.get("errorDistribution", {}).values()),
+        "p50": percentiles.get("p50", 0) * 1000,
+        "p99": percentiles.get("p99", 0) * 1000,
+        "p999": percentiles.get("p99.9", 0) * 1000,
+    }
+
+
+def stop(process):
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def relay_env(mode, brokers, port, admin_port, spool_dir, prefix):
+    env = dict(os.environ)
+    env.update({
+        "TAGMANGO_TOKEN": TOKEN,
+        "HOOKRELAY__KAFKA__BROKERS": brokers,
+        "HOOKRELAY__KAFKA__CREATE_TOPICS": "true",
+        "HOOKRELAY__KAFKA__TOPIC_PARTITIONS": "3",
+        "HOOKRELAY__SERVER__LISTEN": f"127.0.0.1:{port}",
+        "HOOKRELAY__SERVER__ADMIN_LISTEN": f"127.0.0.1:{admin_port}",
+        "HOOKRELAY__SERVER__WORKERS": "1",
+        "HOOKRELAY__SERVER__SHUTDOWN_TIMEOUT_MS": "60000",
+        "HOOKRELAY__DELIVERY__ACK": mode,
+        "HOOKRELAY__DELIVERY__SPOOL_DIR": spool_dir,
+        "HOOKRELAY__DELIVERY__BROKER_TIMEOUT_MS": "10000",
+        "HOOKRELAY__TELEMETRY__LEVEL": "warn",
+        "HOOKRELAY__SOURCES__TAGMANGO__TOPIC": prefix + ".{source}.{event}",
+    })
+    # Every request of a run is the same sample: without this the idempotency window would answer
+    # all but the first "duplicate". The benchmark measures the publishing path.
+    env["HOOKRELAY__SOURCES__TAGMANGO__IDEMPOTENCY__FIELDS"] = '["body"]'
+    env["HOOKRELAY__SOURCES__TAGMANGO__IDEMPOTENCY__TTL_SECS"] = "0"
+    return env
+
+
+def topic_count(config, env, topic):
+    result = subprocess.run(
+        [RELAY, "tail", "--config", config, "--topic", topic, "--count"],
+        capture_output=True, text=True, env=env, check=True,
+    )
+    return int(result.stdout.strip())
+
+
+def metric(admin_port, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+def run_target(name, args, brokers):
+    port, admin_port = free_port(), free_port()
+    workdir = tempfile.mkdtemp(prefix=f"hookrelay-bench-{name}-")
+    prefix = f"bench{int(time.time())}{name}"
+    config = os.path.join(ROOT, "config/hookrelay.toml")
+    if name == "bare":
+        process = subprocess.Popen([BARE, str(port), "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = None
+    else:
+        env = relay_env(name, brokers, port, admin_port, os.path.join(workdir, "spool"), prefix)
+        log = open(os.path.join(workdir, "relay.log"), "w")
+        process = subprocess.Popen([RELAY, "serve", "--config", config], env=env, stdout=log, stderr=log)
+    wait_port(port)
+    url = f"http://127.0.0.1:{port}/hooks/tagmango/course.completed.50?token={TOKEN}"
+    connections = args.broker_connections if name == "broker" else args.connections
+    oha(url, 2, connections)  # warm-up: connections, topic metadata, page cache
+    cpu_before = cpu_seconds(process.pid)
+    peak = oha(url, args.duration, connections)
+    cpu = cpu_seconds(process.pid) - cpu_before
+    steady = oha(url, 10, connections, rate=peak["rps"] * 0.5)
+    rss = peak_rss_mib(process.pid)
+    row = {
+        "name": name, "rps": peak["rps"], "p50": peak["p50"], "p99": peak["p99"], "p999": peak["p999"],
+        "errors": peak["errors"] + steady["errors"],
+        "cpu_per_1k": cpu / max(peak["total"], 1) * 1000,
+        "rss": rss, "rate": peak["rps"] * 0.5,
+        "steady_p50": steady["p50"], "steady_p99": steady["p99"], "steady_p999": steady["p999"],
+        "delivered": "-",
+    }
+    if env:
+        if name == "spool":
+            # Let the forwarder empty the spool before the relay stops.
+            deadline = time.time() + 120
+            while time.time() < deadline and (metric(admin_port, "hookrelay_spool_records") or 0) > 0:
+                time.sleep(0.5)
+        accepted = int(metric(admin_port, 'hookrelay_events_accepted_total{source="tagmango"}') or 0)
+        row["exit"] = stop(process)
+        delivered = topic_count(config, env, f"{prefix}.tagmango.course.completed.50")
+        row["delivered"] = f"{delivered} in Kafka, {accepted} accepted"
+        row["lossless"] = delivered >= accepted and row["exit"] == 0
+    else:
+        stop(process)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--broker-connections", type=int, default=256)
+    parser.add_argument("--targets", default="bare,memory,spool,broker")
+    args = parser.parse_args()
+
+    tansu = os.environ.get("TANSU_BIN", "tansu")
+    broker_port = free_port()
+    url = f"tcp://127.0.0.1:{broker_port}"
+    broker = subprocess.Popen(
+        [tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(broker_port)
+        rows = []
+        for name in args.targets.split(","):
+            print(f"==> {name}", file=sys.stderr)
+            rows.append(run_target(name, args, f"127.0.0.1:{broker_port}"))
+    finally:
+        broker.kill()
+        broker.wait()
+
+    bare = next((row for row in rows if row["name"] == "bare"), None)
+    lines = [
+        f"Machine: {os.cpu_count()} cores, {os.uname().machine}; relay and bare server with 1 HTTP worker; "
+        f"oha, tansu and the server on the same host; {args.duration} s per load phase; "
+        f"{args.connections} keep-alive connections ({args.broker_connections} for broker mode).",
+        "",
+        "| server | requests/s | × bare | p50 ms | p99 ms | p99.9 ms | errors | CPU ms / 1k req | × bare | peak RSS MiB | p50 / p99 / p99.9 ms at 50 % load | delivered = accepted |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        rps_ratio = f"{row['rps'] / bare['rps']:.2f}" if bare else "-"
+        cpu_ratio = f"{row['cpu_per_1k'] / bare['cpu_per_1k']:.2f}" if bare and bare["cpu_per_1k"] else "-"
+        lossless = "yes" if row.get("lossless", True) else "**NO**"
+        lines.append(
+            f"| {row['name']} | {row['rps']:.0f} | {rps_ratio} | {row['p50']:.2f} | {row['p99']:.2f} | "
+            f"{row['p999']:.2f} | {row['errors']} | {row['cpu_per_1k'] * 1000:.0f} | {cpu_ratio} | "
+            f"{row['rss']:.1f} | {row['steady_p50']:.2f} / {row['steady_p99']:.2f} / {row['steady_p999']:.2f} "
+            f"at {row['rate']:.0f}/s | {lossless if row['delivered'] == '-' else lossless + ' (' + row['delivered'] + ')'} |"
+        )
+    table = "\n".join(lines)
+    os.makedirs(os.path.join(ROOT, "target/bench"), exist_ok=True)
+    with open(os.path.join(ROOT, "target/bench/results.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    if not all(row.get("lossless", True) for row in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
