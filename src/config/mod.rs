@@ -16,9 +16,11 @@ use figment::Figment;
 
 pub use secret::Secret;
 pub use settings::{
-    AckMode, AuthSettings, DeliverySettings, IdempotencySettings, KafkaSettings, LogFormat,
-    ServerSettings, Settings, SourceSettings, TelemetrySettings, TokenAuthSettings, TokenLocation,
+    AckMode, DeliverySettings, IdempotencySettings, KafkaSettings, LogFormat, ServerSettings,
+    Settings, SourceSettings, TelemetrySettings,
 };
+
+pub use crate::auth::{AuthSettings, TokenAuthSettings, TokenLocation};
 
 use crate::source::Source;
 

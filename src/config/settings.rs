@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::auth::AuthSettings;
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,40 +212,6 @@ fn default_content_types() -> Vec<String> {
 fn default_success_status() -> u16 {
     200
 }
-
-/// `auth = { type = ..., ... }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-pub enum AuthSettings {
-    /// A shared token in the query string or a header.
-    Token(TokenAuthSettings),
-    /// No authentication; must be chosen explicitly.
-    None(NoAuthSettings),
-}
-
-/// Where a token is carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenLocation {
-    Query,
-    Header,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenAuthSettings {
-    /// `query` or `header`.
-    #[serde(rename = "in")]
-    pub location: TokenLocation,
-    /// Query parameter or header name.
-    pub name: String,
-    /// Accepted tokens (several during a rotation), each `env:NAME` or `file:/path`.
-    pub secrets: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoAuthSettings {}
 
 /// `idempotency = { fields = [...], ttl_secs = N }`.
 #[derive(Debug, Clone, Deserialize)]

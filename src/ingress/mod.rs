@@ -1,8 +1,9 @@
 //! The webhook listener: `POST /hooks/{source}` and `POST /hooks/{source}/{event}`.
 //!
 //! A request goes through named steps, each of which can refuse it with a [`Rejection`]:
-//! find the source and event → authenticate → check the content type and declared length →
-//! read the body (limit, deadline) → validate the JSON → derive the event's identity → reach
+//! find the source and event → check credentials → check the content type and declared length →
+//! read the body (limit, deadline) → verify the signature over the raw bytes → validate the JSON
+//! → derive the event's identity → reach
 //! the durability point of the source's ack mode. Only then is it answered 2xx.
 //! Every request ends in [`report`], which writes its one log line and moves its metrics.
 
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 pub use problem::{Rejection, PROBLEM_CONTENT_TYPE};
 
+use crate::auth::Unverified;
 use crate::config::{AckMode, Config};
 use crate::event::Event;
 use crate::health::Health;
@@ -183,7 +185,7 @@ async fn accept(
 
     source
         .auth
-        .verify(request)
+        .check_head(request)
         .map_err(Rejection::Unauthorized)?;
 
     let content_type = request
@@ -210,8 +212,19 @@ async fn accept(
             body::BodyError::Incomplete => Rejection::IncompleteBody,
         })?;
 
-    let document = json::validate(&body).map_err(Rejection::InvalidJson)?;
-    let event = Event::new(source, event_type, request, &body, document, received);
+    let body = source
+        .auth
+        .verify(request, Unverified::new(body), received)
+        .map_err(Rejection::Unauthorized)?;
+    let document = json::validate(body.bytes()).map_err(Rejection::InvalidJson)?;
+    let event = Event::new(
+        source,
+        event_type,
+        request,
+        body.bytes(),
+        document,
+        received,
+    );
     let topic = source.topic.render(&source.name, &event.event_type);
     if matches!(source.events, EventFilter::Any) {
         ensure_topic(ingress, &topic).await?;
@@ -226,7 +239,7 @@ async fn accept(
     let record = Record {
         topic: &topic,
         key: &event.key,
-        value: &body,
+        value: body.bytes(),
         headers: publisher::headers(&[
             ("ce_specversion", b"1.0"),
             ("ce_id", event.id.as_bytes()),
@@ -262,7 +275,7 @@ async fn accept(
         event,
         topic,
         ack,
-        bytes: body.len(),
+        bytes: body.bytes().len(),
         status: source.success_status,
     })
 }

@@ -69,6 +69,10 @@ fn check_config_names_the_key_and_reason_of_each_problem() {
         ("unknown key", GOOD.replace("[kafka]", "[kafka]\nbrokerz = \"x\""), &[("HOOKRELAY_TEST_TOKEN", "t")], "kafka.brokerz: unknown field: found `brokerz`"),
         ("auth omitted", GOOD.replace("auth = { type = \"none\" }", ""), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open: missing field `auth`"),
         ("spool not yet available", format!("[delivery]\nack = \"spool\"\n{GOOD}"), &[("HOOKRELAY_TEST_TOKEN", "t")], "delivery.ack: \"spool\" is not available"),
+        ("bad whsec secret", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"standard-webhooks\", secrets = [\"env:HOOKRELAY_TEST_WHSEC\"] }"), &[("HOOKRELAY_TEST_TOKEN", "t"), ("HOOKRELAY_TEST_WHSEC", "whsec_%%%")], "sources.open.auth.secrets[0]: not a Standard Webhooks secret: expected whsec_ followed by base64"),
+        ("unknown hmac algorithm", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"hmac\", header = \"x-sig\", algorithm = \"md5\", secrets = [\"env:HOOKRELAY_TEST_TOKEN\"] }"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.auth.algorithm: unknown algorithm \"md5\": use sha256, sha1 or sha512"),
+        ("timestamp without header", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"hmac\", header = \"x-sig\", signed = \"{timestamp}.{body}\", secrets = [\"env:HOOKRELAY_TEST_TOKEN\"] }"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.auth.timestamp_header: required when the signed content contains {timestamp}"),
+        ("unknown auth type", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"oauth\" }"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.auth.type: unknown variant: found `oauth`"),
         ("bad environment override", GOOD.to_owned(), &[("HOOKRELAY_TEST_TOKEN", "t"), ("HOOKRELAY__SERVER__BODY_TIMEOUT_MS", "soon")], "server.body_timeout_ms: "),
     ];
     for (name, text, env, expected) in cases {

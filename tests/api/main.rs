@@ -4,6 +4,7 @@
 #![allow(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod cli;
 mod delivery;
 mod helpers;
