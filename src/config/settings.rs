@@ -199,6 +199,16 @@ pub struct SourceSettings {
     /// Overrides `server.max_body_bytes` for this source.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// Where the sender's event id is: `header:NAME` or a JSON pointer (overrides the auth preset's).
+    #[serde(default)]
+    pub event_id_from: Option<String>,
+    /// Where the sender's event type is, when the path has no `{event}` segment: `header:NAME` or a
+    /// JSON pointer (overrides the auth preset's).
+    #[serde(default)]
+    pub event_from: Option<String>,
+    /// Sender headers copied into the record as `http_<lower-case name>`; never credentials.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
 }
 
 fn default_topic() -> String {

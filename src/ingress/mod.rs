@@ -29,7 +29,7 @@ use crate::health::Health;
 use crate::json;
 use crate::metrics::{Metrics, SourceMetrics, UNKNOWN_SOURCE};
 use crate::publisher::{self, Ack, PublishError, Publisher, Record};
-use crate::source::{EventFilter, Source};
+use crate::source::{EventChoice, EventFilter, Source};
 use crate::topics::Topics;
 
 /// Header carrying the request id, accepted from the sender when sane and always echoed.
@@ -179,7 +179,7 @@ async fn accept(
 ) -> Result<Delivered, Rejection> {
     let source = &entry.source;
     let deadline = tokio::time::Instant::now() + ingress.body_timeout;
-    let event_type = source
+    let event_choice = source
         .event_type(request.match_info().get("event"))
         .ok_or(Rejection::UnknownEvent)?;
 
@@ -217,6 +217,17 @@ async fn accept(
         .verify(request, Unverified::new(body), received)
         .map_err(Rejection::Unauthorized)?;
     let document = json::validate(body.bytes()).map_err(Rejection::InvalidJson)?;
+    let event_type = match event_choice {
+        EventChoice::Decided(event) => event,
+        EventChoice::FromSender => {
+            source
+                .sender_event_type(request, document)
+                .map_err(|refused| match refused {
+                    Some(_) => Rejection::UnknownEvent,
+                    None => Rejection::InvalidEventType,
+                })?
+        }
+    };
     let event = Event::new(
         source,
         event_type,
@@ -236,19 +247,25 @@ async fn accept(
         });
     }
     let time = event.time();
+    let mut headers: Vec<(&str, &[u8])> = vec![
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event.id.as_bytes()),
+        ("ce_source", source.ce_source.as_bytes()),
+        ("ce_type", event.event_type.as_str().as_bytes()),
+        ("ce_time", time.as_bytes()),
+        ("content-type", content_type.as_bytes()),
+        ("hookrelay_auth", source.auth.method().as_bytes()),
+    ];
+    for (name, record_name) in &source.forward_headers {
+        for value in request.headers().get_all(name) {
+            headers.push((record_name, value.as_bytes()));
+        }
+    }
     let record = Record {
         topic: &topic,
         key: &event.key,
         value: body.bytes(),
-        headers: publisher::headers(&[
-            ("ce_specversion", b"1.0"),
-            ("ce_id", event.id.as_bytes()),
-            ("ce_source", source.ce_source.as_bytes()),
-            ("ce_type", event.event_type.as_str().as_bytes()),
-            ("ce_time", time.as_bytes()),
-            ("content-type", content_type.as_bytes()),
-            ("hookrelay_auth", source.auth.method().as_bytes()),
-        ]),
+        headers: publisher::headers(&headers),
     };
     let ack = match source.ack {
         AckMode::Memory => ingress

@@ -38,6 +38,8 @@ pub enum Rejection {
     IncompleteBody,
     #[error(transparent)]
     InvalidJson(JsonError),
+    #[error("event type unusable")]
+    InvalidEventType,
     #[error("relay not ready")]
     NotReady { retry_after: u64 },
     #[error("producer queue full")]
@@ -67,7 +69,9 @@ impl Rejection {
             Rejection::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Rejection::IncompleteBody | Rejection::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Rejection::IncompleteBody | Rejection::InvalidJson(_) | Rejection::InvalidEventType => {
+                StatusCode::BAD_REQUEST
+            }
             Rejection::NotReady { .. }
             | Rejection::QueueFull { .. }
             | Rejection::KafkaUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -92,6 +96,7 @@ impl Rejection {
             Rejection::IncompleteBody => "incomplete_body",
             Rejection::InvalidJson(JsonError::Empty) => "empty_body",
             Rejection::InvalidJson(_) => "invalid_json",
+            Rejection::InvalidEventType => "invalid_event_type",
             Rejection::NotReady { .. } => "not_ready",
             Rejection::QueueFull { .. } => "queue_full",
             Rejection::KafkaUnavailable { .. } => "kafka_unavailable",
@@ -121,6 +126,10 @@ impl Rejection {
                 "the connection ended before the body was complete".to_owned()
             }
             Rejection::InvalidJson(error) => error.to_string(),
+            Rejection::InvalidEventType => format!(
+                "the event type named by the sender is longer than {} characters",
+                crate::source::MAX_EVENT_LEN
+            ),
             Rejection::NotReady { .. } => {
                 "the relay cannot reach its durability point right now; retry later".to_owned()
             }
@@ -147,6 +156,7 @@ impl Rejection {
         !matches!(
             self,
             Rejection::InvalidJson(_)
+                | Rejection::InvalidEventType
                 | Rejection::NotReady { .. }
                 | Rejection::QueueFull { .. }
                 | Rejection::KafkaUnavailable { .. }

@@ -110,6 +110,27 @@ impl Sender {
         }
     }
 
+    /// Per-source configuration besides `auth`.
+    fn extra(self) -> &'static str {
+        match self {
+            Sender::Github => r#"forward_headers = ["X-GitHub-Event", "x-trace-id"]"#,
+            Sender::Hmac => "event_from = \"/type\"\nevent_id_from = \"header:x-trace-id\"",
+            _ => "",
+        }
+    }
+
+    /// The `ce_id` and `ce_type` each sender's test request gets (see [`BODY`]).
+    fn expected_metadata(self) -> (&'static str, &'static str) {
+        match self {
+            Sender::Github => ("msg_2mK1", "push"),
+            Sender::Shopify => ("msg_2mK1", "orders.create"),
+            Sender::Slack => ("Ev1", "app_mention"),
+            Sender::Stripe => ("evt_1", "invoice.paid"),
+            Sender::StandardWebhooks => ("msg_2mK1", "standard.webhook"),
+            Sender::Hmac => ("trace-42", "invoice.paid"),
+        }
+    }
+
     fn signs_timestamp(self) -> bool {
         !matches!(self, Sender::Github | Sender::Shopify)
     }
@@ -241,8 +262,9 @@ pub async fn spawn_signed_relay(extra_per_source: &str) -> SignedRelay {
     let mut extra = String::new();
     for sender in SENDERS {
         extra.push_str(&format!(
-            "\n[sources.{source}]\ntopic = \"{prefix}.{{source}}\"\nauth = {auth}\n{extra_per_source}\n",
+            "\n[sources.{source}]\ntopic = \"{prefix}.{{source}}\"\nauth = {auth}\n{extra}\n{extra_per_source}\n",
             source = sender.source(),
+            extra = sender.extra(),
             auth = sender.auth(secrets.path()),
         ));
     }
@@ -319,10 +341,22 @@ async fn each_sender_signed_as_documented_is_published_with_its_auth_method() {
             Some(sender.method()),
             "{sender:?}"
         );
-        for (name, _) in sender.headers(BODY, now()) {
+        let metadata = [
+            "x-github-event",
+            "x-github-delivery",
+            "x-shopify-event-id",
+            "x-shopify-topic",
+            "webhook-id",
+        ];
+        let signature_headers = sender.headers(BODY, now());
+        let signature_headers = signature_headers
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| !metadata.contains(&name.as_str()));
+        for name in signature_headers {
             assert!(
                 records[0].header(&format!("http_{name}")).is_none()
-                    && records[0].header(&name).is_none(),
+                    && records[0].header(name).is_none(),
                 "{sender:?}: {name} is never forwarded"
             );
         }
@@ -488,4 +522,41 @@ async fn basic_auth_accepts_either_password_and_refuses_others() {
             .await
             .unwrap();
     assert_eq!(records[0].header("hookrelay_auth"), Some("basic"));
+}
+
+#[tokio::test]
+async fn each_sender_s_own_event_id_and_type_reach_the_record() {
+    let relay = spawn_signed_relay("").await;
+    for sender in SENDERS {
+        let mut headers = sender.headers(BODY, now());
+        headers.push(("x-trace-id".to_owned(), "trace-42".to_owned()));
+        let response = relay.post(sender.source(), &headers, BODY).await;
+        assert_eq!(response.status().as_u16(), 200, "{sender:?}");
+        let answer: serde_json::Value = response.json().await.unwrap();
+        let (id, event) = sender.expected_metadata();
+        assert_eq!(answer["id"], id, "{sender:?}");
+        let topic = relay.topic(sender.source());
+        let records =
+            tokio::task::spawn_blocking(move || read_topic(&topic, 1, Duration::from_secs(10)))
+                .await
+                .unwrap();
+        let record = &records[0];
+        assert_eq!(record.header("ce_id"), Some(id), "{sender:?}");
+        assert_eq!(record.header("ce_type"), Some(event), "{sender:?}");
+        if *sender == Sender::Github {
+            assert_eq!(record.header("http_x-github-event"), Some("push"));
+            assert_eq!(record.header("http_x-trace-id"), Some("trace-42"));
+        } else {
+            assert_eq!(record.header("http_x-trace-id"), None, "{sender:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_overlong_sender_event_type_is_refused_with_400() {
+    let relay = spawn_signed_relay("").await;
+    let body = format!(r#"{{"type":"{}"}}"#, "x".repeat(300)).into_bytes();
+    let headers = Sender::Stripe.headers(&body, now());
+    let response = relay.post("stripe", &headers, &body).await;
+    assert_problem(response, 400, "invalid_event_type").await;
 }

@@ -73,6 +73,9 @@ fn check_config_names_the_key_and_reason_of_each_problem() {
         ("unknown hmac algorithm", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"hmac\", header = \"x-sig\", algorithm = \"md5\", secrets = [\"env:HOOKRELAY_TEST_TOKEN\"] }"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.auth.algorithm: unknown algorithm \"md5\": use sha256, sha1 or sha512"),
         ("timestamp without header", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"hmac\", header = \"x-sig\", signed = \"{timestamp}.{body}\", secrets = [\"env:HOOKRELAY_TEST_TOKEN\"] }"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.auth.timestamp_header: required when the signed content contains {timestamp}"),
         ("unknown auth type", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"oauth\" }"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.auth.type: unknown variant: found `oauth`"),
+        ("forwarded signature header", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"github\", secrets = [\"env:HOOKRELAY_TEST_TOKEN\"] }\nforward_headers = [\"X-Hub-Signature-256\"]"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.forward_headers[0]: \"X-Hub-Signature-256\" carries credentials or a signature and is never forwarded"),
+        ("forwarded authorization", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"none\" }\nforward_headers = [\"Authorization\"]"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.forward_headers[0]: \"Authorization\" carries credentials"),
+        ("bad event_from", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"none\" }\nevent_from = \"type\""), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.event_from: \"type\" is not a JSON pointer"),
         ("bad environment override", GOOD.to_owned(), &[("HOOKRELAY_TEST_TOKEN", "t"), ("HOOKRELAY__SERVER__BODY_TIMEOUT_MS", "soon")], "server.body_timeout_ms: "),
     ];
     for (name, text, env, expected) in cases {
