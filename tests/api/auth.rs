@@ -560,3 +560,92 @@ async fn an_overlong_sender_event_type_is_refused_with_400() {
     let response = relay.post("stripe", &headers, &body).await;
     assert_problem(response, 400, "invalid_event_type").await;
 }
+
+/// Splits a POSIX shell command line of plain words and single-quoted strings.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut in_word = false;
+    for c in line.chars() {
+        match (quoted, c) {
+            (true, '\'') => quoted = false,
+            (true, c) => word.push(c),
+            (false, '\'') => {
+                quoted = true;
+                in_word = true;
+            }
+            (false, '\\') => {}
+            (false, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (false, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+#[tokio::test]
+async fn the_command_printed_by_sign_is_accepted_for_every_auth_type() {
+    let relay = spawn_signed_relay("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body_path = dir.path().join("body.json");
+    std::fs::write(&body_path, crate::helpers::sample("course.completed.50")).unwrap();
+    let mut targets: Vec<(&str, Option<&str>)> = SENDERS
+        .iter()
+        .map(|sender| (sender.source(), None))
+        .collect();
+    targets.push(("basic", None));
+    targets.push(("tagmango", Some("course.completed.50")));
+    for (source, event) in targets {
+        let config = relay.app.config.path.display().to_string();
+        let mut args = vec![
+            "sign",
+            "--config",
+            &config,
+            "--source",
+            source,
+            "--body",
+            body_path.to_str().unwrap(),
+            "--url",
+            &relay.app.address,
+        ];
+        if let Some(event) = event {
+            args.extend(["--event", event]);
+        }
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{source}");
+        let words = shell_words(&String::from_utf8(output.stdout).unwrap());
+        assert_eq!(&words[..3], ["curl", "-sS", "-X"], "{source}");
+        let mut request = relay.app.client.post(&words[4]);
+        let mut rest = words[5..].iter();
+        while let Some(flag) = rest.next() {
+            let value = rest.next().unwrap();
+            match flag.as_str() {
+                "-H" => {
+                    let (name, value) = value.split_once(": ").unwrap();
+                    request = request.header(name, value);
+                }
+                "--data-binary" => {
+                    let path = value.strip_prefix('@').unwrap();
+                    request = request.body(std::fs::read(path).unwrap());
+                }
+                other => panic!("unexpected curl flag {other}"),
+            }
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{source}");
+    }
+}
