@@ -70,6 +70,9 @@ impl Config {
         if server.max_body_bytes == 0 {
             errors.push("server.max_body_bytes", "must be greater than 0");
         }
+        if server.max_json_depth == 0 {
+            errors.push("server.max_json_depth", "must be greater than 0");
+        }
         if server.body_timeout_ms == 0 {
             errors.push("server.body_timeout_ms", "must be greater than 0");
         }

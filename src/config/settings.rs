@@ -46,6 +46,8 @@ pub struct ServerSettings {
     pub shutdown_timeout_ms: u64,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
+    /// Deepest nesting of arrays and objects accepted in a JSON body.
+    pub max_json_depth: usize,
 }
 
 impl Default for ServerSettings {
@@ -57,6 +59,7 @@ impl Default for ServerSettings {
             body_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
             workers: 0,
+            max_json_depth: 128,
         }
     }
 }

@@ -50,6 +50,7 @@ pub struct Ingress {
     metrics: Metrics,
     body_timeout: Duration,
     broker_timeout: Duration,
+    max_json_depth: usize,
     /// Partitions, replication and timeout for topics created on first use, when allowed.
     create_topics: Option<(i32, i32, Duration)>,
 }
@@ -80,6 +81,7 @@ impl Ingress {
             health,
             metrics,
             body_timeout: config.body_timeout(),
+            max_json_depth: config.server.max_json_depth,
             broker_timeout: config.broker_timeout(),
             create_topics: config.kafka.create_topics.then_some((
                 config.kafka.topic_partitions,
@@ -217,6 +219,7 @@ async fn accept(
         .verify(request, Unverified::new(body), received)
         .map_err(Rejection::Unauthorized)?;
     let document = json::validate(body.bytes()).map_err(Rejection::InvalidJson)?;
+    json::check_depth(body.bytes(), ingress.max_json_depth).map_err(Rejection::InvalidJson)?;
     let event_type = match event_choice {
         EventChoice::Decided(event) => event,
         EventChoice::FromSender => {

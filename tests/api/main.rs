@@ -8,5 +8,6 @@ mod auth;
 mod cli;
 mod delivery;
 mod helpers;
+mod hostile;
 mod publish;
 mod refusals;
