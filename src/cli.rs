@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `tail`, `spool status`.
+//! The command line: `serve`, `check-config`, `tail`, `sign`, `spool status`.
 //!
 //! Exit codes: 0 success, 1 the relay failed at run time, 2 bad usage or configuration.
 
@@ -59,6 +59,24 @@ enum Command {
         #[arg(long)]
         count: bool,
     },
+    /// Print a `curl` command that posts a body to a source with valid credentials or signature
+    /// (made now, with the source's first secret), to test a running deployment.
+    Sign {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The source to post to.
+        #[arg(long, short)]
+        source: String,
+        /// The `{event}` path segment, if any.
+        #[arg(long, short)]
+        event: Option<String>,
+        /// The file holding the body to send.
+        #[arg(long, short)]
+        body: PathBuf,
+        /// Base URL of the relay.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
     /// Inspect the durable spool.
     Spool {
         #[command(subcommand)]
@@ -106,7 +124,80 @@ pub fn run() -> ExitCode {
         Command::Spool {
             command: SpoolCommand::Status { config },
         } => spool_status(&config),
+        Command::Sign {
+            config,
+            source,
+            event,
+            body,
+            url,
+        } => sign(&config, &source, event.as_deref(), &body, &url),
     }
+}
+
+fn sign(
+    path: &std::path::Path,
+    source: &str,
+    event: Option<&str>,
+    body_path: &std::path::Path,
+    url: &str,
+) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let Some(source) = config.sources.iter().find(|s| s.name.as_str() == source) else {
+        eprintln!("hookrelay sign: no source {source:?} in {}", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let body = match std::fs::read(body_path) {
+        Ok(body) => body,
+        Err(error) => {
+            eprintln!(
+                "hookrelay sign: cannot read {}: {error}",
+                body_path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let signed = source.auth.sign(&body, std::time::SystemTime::now());
+    let mut target = format!("{}/hooks/{}", url.trim_end_matches('/'), source.name);
+    if let Some(event) = event {
+        target.push('/');
+        target.extend(form_urlencoded::byte_serialize(event.as_bytes()));
+    }
+    if let Some((name, value)) = &signed.query {
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair(name, value)
+            .finish();
+        target.push('?');
+        target.push_str(&query);
+    }
+    let content_type = source
+        .content_types
+        .first()
+        .map_or("application/json", String::as_str);
+    let mut command = format!("curl -sS -X POST {}", shell_quote(&target));
+    command.push_str(&format!(
+        " \\\n  -H {}",
+        shell_quote(&format!("content-type: {content_type}"))
+    ));
+    for (name, value) in &signed.headers {
+        command.push_str(&format!(
+            " \\\n  -H {}",
+            shell_quote(&format!("{name}: {value}"))
+        ));
+    }
+    command.push_str(&format!(
+        " \\\n  --data-binary {}",
+        shell_quote(&format!("@{}", body_path.display()))
+    ));
+    println!("{command}");
+    ExitCode::SUCCESS
+}
+
+/// Single-quotes `text` for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {

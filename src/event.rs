@@ -1,5 +1,8 @@
 //! An accepted webhook's identity: event id, type, key and receive time, derived from the
 //! source's rules and the raw body. The body itself is never copied or changed.
+//!
+//! The event id is the sender's own (`webhook-id`, `X-GitHub-Delivery`, `/id`...) where the
+//! source names where it is, else a hash of the idempotency fields, else a UUIDv7.
 
 use std::time::SystemTime;
 
@@ -38,7 +41,9 @@ impl Event {
         document: &RawValue,
         received: SystemTime,
     ) -> Event {
-        let id = event_id(source, &event_type, body, document);
+        let id = source
+            .sender_event_id(request, document)
+            .unwrap_or_else(|| event_id(source, &event_type, body, document));
         let key = match &source.key_rule {
             Some(KeyRule::Field(pointer)) => pointer
                 .lookup(document)

@@ -19,6 +19,8 @@ pub enum JsonError {
     Empty,
     #[error("the body is not valid UTF-8 (first invalid byte at offset {offset})")]
     InvalidUtf8 { offset: usize },
+    #[error("the body nests arrays and objects deeper than {max} levels")]
+    TooDeep { max: usize },
     #[error("the body is not well-formed JSON: {reason} at line {line}, column {column}")]
     Syntax {
         reason: String,
@@ -40,6 +42,38 @@ pub fn validate(body: &[u8]) -> Result<&RawValue, JsonError> {
         line: error.line(),
         column: error.column(),
     })
+}
+
+/// Refuses a (validated) document whose arrays and objects nest deeper than `max`: the relay
+/// itself never recurses, but consumers that parse the record recursively (most JSON libraries)
+/// would fail or crash on it. A single forward scan, tracking only whether it is inside a string.
+pub fn check_depth(body: &[u8], max: usize) -> Result<(), JsonError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(JsonError::TooDeep { max });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// serde_json's message without its trailing position (reported separately).
@@ -246,6 +280,18 @@ mod tests {
             validate(b"{\"a\":1} {}"),
             Err(JsonError::Syntax { .. })
         ));
+    }
+
+    #[test]
+    fn nesting_is_limited_to_the_configured_depth() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(check_depth(nested(128).as_bytes(), 128), Ok(()));
+        assert_eq!(
+            check_depth(nested(129).as_bytes(), 128),
+            Err(JsonError::TooDeep { max: 128 })
+        );
+        assert_eq!(check_depth(br#"{"a":"[[[[\"[[["}"#, 1), Ok(()));
+        assert!(check_depth(br#"{"a":{"b":1}}"#, 1).is_err());
     }
 
     #[test]

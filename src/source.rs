@@ -1,14 +1,18 @@
 //! A configured webhook sender, in its run-time form: everything the request path needs to decide
 //! on a request from that sender, checked once at start.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
+use actix_web::http::header::HeaderName;
 use actix_web::http::StatusCode;
+use actix_web::HttpRequest;
+use serde_json::value::RawValue;
 
 use crate::auth::Authenticator;
 use crate::config::{AckMode, ConfigErrors, Settings, SourceSettings};
-use crate::json::Pointer;
+use crate::json::{self, Pointer};
 
 /// Longest event type accepted from a path segment or the configuration.
 pub const MAX_EVENT_LEN: usize = 200;
@@ -64,6 +68,71 @@ impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+impl EventType {
+    /// An event type named by the sender (a header or body field), made fit for a topic name:
+    /// `/` and `:` become `.` (Shopify's `orders/create` is `orders.create`), any other character
+    /// outside `A-Z a-z 0-9 . _ -` becomes `_`. `None` when it is longer than [`MAX_EVENT_LEN`].
+    pub fn sanitize(named: &str) -> Option<EventType> {
+        let event: String = named
+            .chars()
+            .map(|c| match c {
+                c if is_topic_char(c) => c,
+                '/' | ':' => '.',
+                _ => '_',
+            })
+            .collect();
+        EventType::parse(&event)
+    }
+}
+
+/// Longest event id accepted from the sender; longer ones are ignored (the relay's own id is used).
+pub const MAX_SENDER_ID_LEN: usize = 200;
+
+/// Where a sender puts a value: a request header or a field of the JSON body.
+#[derive(Debug, Clone)]
+pub enum SenderField {
+    Header(HeaderName),
+    Body(Pointer),
+}
+
+impl SenderField {
+    /// Parses `header:NAME` or a JSON pointer.
+    pub fn parse(text: &str) -> Result<SenderField, String> {
+        match text.strip_prefix("header:") {
+            Some(name) => HeaderName::try_from(name)
+                .map(SenderField::Header)
+                .map_err(|_| format!("{name:?} is not a valid header name")),
+            None => Pointer::parse(text)
+                .map(SenderField::Body)
+                .map_err(|reason| format!("{reason} (or write header:NAME)")),
+        }
+    }
+
+    /// The value in this request, when present, non-empty and text.
+    pub fn lookup<'a>(
+        &self,
+        request: &'a HttpRequest,
+        document: &'a RawValue,
+    ) -> Option<Cow<'a, str>> {
+        let value = match self {
+            SenderField::Header(name) => {
+                Cow::Borrowed(request.headers().get(name)?.to_str().ok()?.trim())
+            }
+            SenderField::Body(pointer) => json::text(pointer.lookup(document)?),
+        };
+        (!value.is_empty()).then_some(value)
+    }
+}
+
+/// How an event's type is decided.
+#[derive(Debug, Clone)]
+pub enum EventChoice {
+    /// From the path, or the source's default: known before the body is read.
+    Decided(EventType),
+    /// Named by the sender in a header or the body.
+    FromSender,
 }
 
 /// A topic name with `{source}` and `{event}` placeholders.
@@ -197,6 +266,12 @@ pub struct Source {
     pub max_body_bytes: usize,
     pub dedup: Option<DedupWindow>,
     pub rate_limit: Option<RateLimit>,
+    /// Where the sender's event id is, tried in order (`event_id_from`, else the auth preset's).
+    pub event_id_from: Vec<SenderField>,
+    /// Where the sender's event type is, tried in order (`event_from`, else the auth preset's).
+    pub event_from: Vec<SenderField>,
+    /// Headers copied into the record, with their record header names (`http_...`).
+    pub forward_headers: Vec<(HeaderName, String)>,
 }
 
 impl Source {
@@ -356,6 +431,47 @@ impl Source {
                 burst: burst?,
             })
         });
+        let mut sender_fields = |key: &str, setting: &Option<String>, preset: &[&str]| {
+            let texts: Vec<&str> = match setting {
+                Some(text) => vec![text.as_str()],
+                None => preset.to_vec(),
+            };
+            texts
+                .into_iter()
+                .filter_map(|text| {
+                    SenderField::parse(text)
+                        .map_err(|reason| errors.push(format!("{path}.{key}"), reason))
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        };
+        let preset = auth
+            .as_ref()
+            .map(Authenticator::sender_fields)
+            .unwrap_or_default();
+        let event_id_from =
+            sender_fields("event_id_from", &settings.event_id_from, preset.event_id);
+        let event_from = sender_fields("event_from", &settings.event_from, preset.event_type);
+
+        let secret_headers = auth
+            .as_ref()
+            .map(Authenticator::secret_headers)
+            .unwrap_or_default();
+        let mut forward_headers = Vec::new();
+        for (index, name) in settings.forward_headers.iter().enumerate() {
+            let key = format!("{path}.forward_headers[{index}]");
+            match HeaderName::try_from(name.as_str()) {
+                Err(_) => errors.push(key, format!("{name:?} is not a valid header name")),
+                Ok(header) if secret_headers.contains(&header) => errors.push(
+                    key,
+                    format!("{name:?} carries credentials or a signature and is never forwarded"),
+                ),
+                Ok(header) => {
+                    let record_name = format!("http_{}", header.as_str());
+                    forward_headers.push((header, record_name));
+                }
+            }
+        }
 
         if let (Ok(topic), Ok(source_name), EventFilter::Only(list)) =
             (&topic, &source_name, &events)
@@ -389,6 +505,9 @@ impl Source {
                     max_body_bytes,
                     dedup,
                     rate_limit,
+                    event_id_from,
+                    event_from,
+                    forward_headers,
                 })
             }
             _ => Err(errors),
@@ -417,16 +536,58 @@ impl Source {
         }
     }
 
-    /// The event type of a request: the path segment, else `{source}.webhook`.
+    /// The event type of a request as far as the head tells: the path segment, else the sender's
+    /// (decided once the body is read), else `{source}.webhook`.
     /// `None` means the event is not accepted by this source (404).
-    pub fn event_type(&self, segment: Option<&str>) -> Option<EventType> {
+    pub fn event_type(&self, segment: Option<&str>) -> Option<EventChoice> {
         let event = match segment {
             Some(segment) => EventType::parse(segment)?,
-            None => EventType(format!("{}.webhook", self.name)),
+            None if !self.event_from.is_empty() => return Some(EventChoice::FromSender),
+            None => self.default_event_type(),
         };
+        self.allows(&event).then_some(EventChoice::Decided(event))
+    }
+
+    /// The event type the sender names, sanitised; `{source}.webhook` when it names none.
+    /// `Err(None)`: named but unusable (too long); `Err(Some(event))`: not accepted (404).
+    pub fn sender_event_type(
+        &self,
+        request: &HttpRequest,
+        document: &RawValue,
+    ) -> Result<EventType, Option<EventType>> {
+        let event = match self
+            .event_from
+            .iter()
+            .find_map(|field| field.lookup(request, document))
+        {
+            Some(named) => EventType::sanitize(&named).ok_or(None)?,
+            None => self.default_event_type(),
+        };
+        if self.allows(&event) {
+            Ok(event)
+        } else {
+            Err(Some(event))
+        }
+    }
+
+    /// The sender's own event id, when it gives a usable one (1 to [`MAX_SENDER_ID_LEN`] visible
+    /// ASCII characters).
+    pub fn sender_event_id(&self, request: &HttpRequest, document: &RawValue) -> Option<String> {
+        self.event_id_from
+            .iter()
+            .filter_map(|field| field.lookup(request, document))
+            .find(|id| id.len() <= MAX_SENDER_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic()))
+            .map(Cow::into_owned)
+    }
+
+    fn default_event_type(&self) -> EventType {
+        EventType(format!("{}.webhook", self.name))
+    }
+
+    fn allows(&self, event: &EventType) -> bool {
         match &self.events {
-            EventFilter::Only(list) if !list.contains(event.as_str()) => None,
-            _ => Some(event),
+            EventFilter::Only(list) => list.contains(event.as_str()),
+            EventFilter::Any => true,
         }
     }
 
@@ -466,6 +627,15 @@ mod tests {
         assert!(error.contains("'/'"), "{error}");
         assert!(TopicTemplate::parse("webhooks.{source").is_err());
         assert!(TopicTemplate::parse("").is_err());
+    }
+
+    #[test]
+    fn sender_event_types_are_sanitised_to_topic_characters() {
+        let sanitize = |text| EventType::sanitize(text).map(|event| event.0);
+        assert_eq!(sanitize("orders/create").as_deref(), Some("orders.create"));
+        assert_eq!(sanitize("push").as_deref(), Some("push"));
+        assert_eq!(sanitize("a b\u{e9}!").as_deref(), Some("a_b__"));
+        assert_eq!(sanitize(&"x".repeat(MAX_EVENT_LEN + 1)), None);
     }
 
     #[test]

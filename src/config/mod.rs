@@ -16,10 +16,11 @@ use figment::Figment;
 
 pub use secret::Secret;
 pub use settings::{
-    AckMode, AuthSettings, DeliverySettings, IdempotencySettings, KafkaSettings, LogFormat,
-    RateLimitSettings, ServerSettings, Settings, SourceSettings, TelemetrySettings,
-    TokenAuthSettings, TokenLocation,
+    AckMode, DeliverySettings, IdempotencySettings, KafkaSettings, LogFormat, RateLimitSettings,
+    ServerSettings, Settings, SourceSettings, TelemetrySettings,
 };
+
+pub use crate::auth::{AuthSettings, TokenAuthSettings, TokenLocation};
 
 use crate::source::Source;
 
@@ -68,6 +69,9 @@ impl Config {
         }
         if server.max_body_bytes == 0 {
             errors.push("server.max_body_bytes", "must be greater than 0");
+        }
+        if server.max_json_depth == 0 {
+            errors.push("server.max_json_depth", "must be greater than 0");
         }
         if server.body_timeout_ms == 0 {
             errors.push("server.body_timeout_ms", "must be greater than 0");

@@ -35,6 +35,11 @@ impl Secret {
         Ok(Secret(value.into_bytes().into_boxed_slice()))
     }
 
+    /// A secret derived from another (such as a decoded `whsec_` key); `None` when empty.
+    pub fn from_bytes(bytes: Vec<u8>) -> Option<Secret> {
+        (!bytes.is_empty()).then(|| Secret(bytes.into_boxed_slice()))
+    }
+
     pub fn expose(&self) -> &[u8] {
         &self.0
     }

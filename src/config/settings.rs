@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::auth::AuthSettings;
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +46,8 @@ pub struct ServerSettings {
     pub shutdown_timeout_ms: u64,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
+    /// Deepest nesting of arrays and objects accepted in a JSON body.
+    pub max_json_depth: usize,
 }
 
 impl Default for ServerSettings {
@@ -55,6 +59,7 @@ impl Default for ServerSettings {
             body_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
             workers: 0,
+            max_json_depth: 128,
         }
     }
 }
@@ -200,6 +205,16 @@ pub struct SourceSettings {
     /// Requests per second this source may send: `{ per_second = N, burst = M }`.
     #[serde(default)]
     pub rate_limit: Option<RateLimitSettings>,
+    /// Where the sender's event id is: `header:NAME` or a JSON pointer (overrides the auth preset's).
+    #[serde(default)]
+    pub event_id_from: Option<String>,
+    /// Where the sender's event type is, when the path has no `{event}` segment: `header:NAME` or a
+    /// JSON pointer (overrides the auth preset's).
+    #[serde(default)]
+    pub event_from: Option<String>,
+    /// Sender headers copied into the record as `http_<lower-case name>`; never credentials.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
 }
 
 /// `rate_limit = { per_second = N, burst = M }`: a token bucket per source.
@@ -223,40 +238,6 @@ fn default_content_types() -> Vec<String> {
 fn default_success_status() -> u16 {
     200
 }
-
-/// `auth = { type = ..., ... }`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-pub enum AuthSettings {
-    /// A shared token in the query string or a header.
-    Token(TokenAuthSettings),
-    /// No authentication; must be chosen explicitly.
-    None(NoAuthSettings),
-}
-
-/// Where a token is carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenLocation {
-    Query,
-    Header,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenAuthSettings {
-    /// `query` or `header`.
-    #[serde(rename = "in")]
-    pub location: TokenLocation,
-    /// Query parameter or header name.
-    pub name: String,
-    /// Accepted tokens (several during a rotation), each `env:NAME` or `file:/path`.
-    pub secrets: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoAuthSettings {}
 
 /// `idempotency = { fields = [...], ttl_secs = N }`.
 #[derive(Debug, Clone, Deserialize)]

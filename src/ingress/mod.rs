@@ -1,8 +1,9 @@
 //! The webhook listener: `POST /hooks/{source}` and `POST /hooks/{source}/{event}`.
 //!
 //! A request goes through named steps, each of which can refuse it with a [`Rejection`]:
-//! find the source and event → authenticate → rate limit → check the content type and declared length →
-//! read the body (limit, deadline) → validate the JSON → derive the event's identity → reach
+//! find the source and event → check credentials → rate limit → check the content type and
+//! declared length → read the body (limit, deadline) → verify the signature over the raw bytes →
+//! validate the JSON → derive the event's identity → skip a duplicate → reach
 //! the durability point of the source's ack mode. Only then is it answered 2xx.
 //! Every request ends in [`report`], which writes its one log line and moves its metrics.
 
@@ -24,6 +25,7 @@ pub use problem::{Rejection, PROBLEM_CONTENT_TYPE};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use crate::auth::Unverified;
 use crate::config::{AckMode, Config};
 use crate::event::Event;
 use crate::health::Health;
@@ -32,7 +34,7 @@ use crate::json;
 use crate::metrics::{Metrics, SourceMetrics, UNKNOWN_SOURCE};
 use crate::publisher::{self, Ack, PublishError, Publisher, Record};
 use crate::retry::MIN_RETRY_AFTER;
-use crate::source::{EventFilter, Source};
+use crate::source::{EventChoice, EventFilter, Source};
 use crate::spool::{codec, Entry, Spool, SpoolError};
 use crate::topics::Topics;
 
@@ -57,6 +59,7 @@ pub struct Ingress {
     idempotency: Arc<Idempotency>,
     body_timeout: Duration,
     broker_timeout: Duration,
+    max_json_depth: usize,
     /// Partitions, replication and timeout for topics created on first use, when allowed.
     create_topics: Option<(i32, i32, Duration)>,
 }
@@ -101,6 +104,7 @@ impl Ingress {
             spool,
             idempotency,
             body_timeout: config.body_timeout(),
+            max_json_depth: config.server.max_json_depth,
             broker_timeout: config.broker_timeout(),
             create_topics: config.kafka.create_topics.then_some((
                 config.kafka.topic_partitions,
@@ -202,13 +206,13 @@ async fn accept(
 ) -> Result<Delivered, Rejection> {
     let source = &entry.source;
     let deadline = tokio::time::Instant::now() + ingress.body_timeout;
-    let event_type = source
+    let event_choice = source
         .event_type(request.match_info().get("event"))
         .ok_or(Rejection::UnknownEvent)?;
 
     source
         .auth
-        .verify(request)
+        .check_head(request)
         .map_err(Rejection::Unauthorized)?;
     if let Some(limiter) = &entry.limiter {
         limiter.check().map_err(|not_until| {
@@ -243,8 +247,31 @@ async fn accept(
             body::BodyError::Incomplete => Rejection::IncompleteBody,
         })?;
 
-    let document = json::validate(&body).map_err(Rejection::InvalidJson)?;
-    let event = Event::new(source, event_type, request, &body, document, received);
+    let body = source
+        .auth
+        .verify(request, Unverified::new(body), received)
+        .map_err(Rejection::Unauthorized)?;
+    let document = json::validate(body.bytes()).map_err(Rejection::InvalidJson)?;
+    json::check_depth(body.bytes(), ingress.max_json_depth).map_err(Rejection::InvalidJson)?;
+    let event_type = match event_choice {
+        EventChoice::Decided(event) => event,
+        EventChoice::FromSender => {
+            source
+                .sender_event_type(request, document)
+                .map_err(|refused| match refused {
+                    Some(_) => Rejection::UnknownEvent,
+                    None => Rejection::InvalidEventType,
+                })?
+        }
+    };
+    let event = Event::new(
+        source,
+        event_type,
+        request,
+        body.bytes(),
+        document,
+        received,
+    );
     let topic = source.topic.render(&source.name, &event.event_type);
     if matches!(source.events, EventFilter::Any) {
         ensure_topic(ingress, &topic).await?;
@@ -259,7 +286,7 @@ async fn accept(
             topic,
             ack: None,
             duplicate: true,
-            bytes: body.len(),
+            bytes: body.bytes().len(),
             status: source.success_status,
         });
     }
@@ -270,7 +297,7 @@ async fn accept(
         });
     }
     let time = event.time();
-    let headers: [(&str, &[u8]); 7] = [
+    let mut headers: Vec<(&str, &[u8])> = vec![
         ("ce_specversion", b"1.0"),
         ("ce_id", event.id.as_bytes()),
         ("ce_source", source.ce_source.as_bytes()),
@@ -279,6 +306,11 @@ async fn accept(
         ("content-type", content_type.as_bytes()),
         ("hookrelay_auth", source.auth.method().as_bytes()),
     ];
+    for (name, record_name) in &source.forward_headers {
+        for value in request.headers().get_all(name) {
+            headers.push((record_name, value.as_bytes()));
+        }
+    }
     let remembered = ingress.idempotency.entry(source.name.as_str(), &event.id);
     let ack = match source.ack {
         AckMode::Spool => {
@@ -291,7 +323,7 @@ async fn accept(
                 topic: &topic,
                 key: &event.key,
                 headers: &headers,
-                value: &body,
+                value: body.bytes(),
             });
             spool
                 .append(frame, remembered)
@@ -308,7 +340,7 @@ async fn accept(
             let record = Record {
                 topic: &topic,
                 key: &event.key,
-                value: &body,
+                value: body.bytes(),
                 headers: publisher::headers(&headers),
             };
             let ack = if mode == AckMode::Memory {
@@ -344,7 +376,7 @@ async fn accept(
         topic,
         ack,
         duplicate: false,
-        bytes: body.len(),
+        bytes: body.bytes().len(),
         status: source.success_status,
     })
 }

@@ -38,6 +38,8 @@ pub enum Rejection {
     IncompleteBody,
     #[error(transparent)]
     InvalidJson(JsonError),
+    #[error("event type unusable")]
+    InvalidEventType,
     #[error("relay not ready")]
     NotReady { retry_after: u64 },
     #[error("producer queue full")]
@@ -73,7 +75,9 @@ impl Rejection {
             Rejection::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Rejection::IncompleteBody | Rejection::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Rejection::IncompleteBody | Rejection::InvalidJson(_) | Rejection::InvalidEventType => {
+                StatusCode::BAD_REQUEST
+            }
             Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Rejection::NotReady { .. }
             | Rejection::QueueFull { .. }
@@ -92,12 +96,16 @@ impl Rejection {
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::Unauthorized(AuthError::MissingCredentials) => "missing_credentials",
             Rejection::Unauthorized(AuthError::InvalidCredentials) => "invalid_credentials",
+            Rejection::Unauthorized(AuthError::MissingSignature) => "missing_signature",
+            Rejection::Unauthorized(AuthError::InvalidSignature) => "invalid_signature",
+            Rejection::Unauthorized(AuthError::StaleTimestamp) => "stale_timestamp",
             Rejection::UnsupportedMediaType { .. } => "unsupported_media_type",
             Rejection::PayloadTooLarge { .. } => "payload_too_large",
             Rejection::BodyTimeout { .. } => "body_timeout",
             Rejection::IncompleteBody => "incomplete_body",
             Rejection::InvalidJson(JsonError::Empty) => "empty_body",
             Rejection::InvalidJson(_) => "invalid_json",
+            Rejection::InvalidEventType => "invalid_event_type",
             Rejection::NotReady { .. } => "not_ready",
             Rejection::QueueFull { .. } => "queue_full",
             Rejection::KafkaUnavailable { .. } => "kafka_unavailable",
@@ -130,6 +138,10 @@ impl Rejection {
                 "the connection ended before the body was complete".to_owned()
             }
             Rejection::InvalidJson(error) => error.to_string(),
+            Rejection::InvalidEventType => format!(
+                "the event type named by the sender is longer than {} characters",
+                crate::source::MAX_EVENT_LEN
+            ),
             Rejection::NotReady { .. } => {
                 "the relay cannot reach its durability point right now; retry later".to_owned()
             }
@@ -169,6 +181,7 @@ impl Rejection {
         !matches!(
             self,
             Rejection::InvalidJson(_)
+                | Rejection::InvalidEventType
                 | Rejection::NotReady { .. }
                 | Rejection::QueueFull { .. }
                 | Rejection::KafkaUnavailable { .. }

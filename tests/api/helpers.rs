@@ -72,6 +72,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Two different free ports (the ingress and admin listeners must differ).
+fn two_free_ports() -> (u16, u16) {
+    loop {
+        let (first, second) = (free_port(), free_port());
+        if first != second {
+            return (first, second);
+        }
+    }
+}
+
 /// Starts tansu from a thread that lives as long as the test process, with the parent-death
 /// signal set, so the broker dies with the test binary whatever way it ends.
 pub fn spawn_broker_process(port: u16) -> Child {
@@ -228,6 +238,7 @@ impl TestConfig {
         let token_file = dir.path().join("tagmango.token");
         std::fs::write(&token_file, TOKEN).expect("token file");
         let prefix = unique_prefix();
+        let ports = two_free_ports();
         let events = TAGMANGO_SAMPLES
             .iter()
             .map(|event| format!("{event:?}"))
@@ -266,8 +277,8 @@ idempotency = {{ fields = ["/courseId", "/email", "/lastProgressOn"] }}
 key = "/email"
 {extra}
 "#,
-            ingress = free_port(),
-            admin = free_port(),
+            ingress = ports.0,
+            admin = ports.1,
             max_body_bytes = options.max_body_bytes,
             body_timeout_ms = options.body_timeout_ms,
             shutdown_timeout_ms = options.shutdown_timeout_ms,

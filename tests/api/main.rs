@@ -4,9 +4,11 @@
 #![allow(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod cli;
 mod delivery;
 mod helpers;
+mod hostile;
 mod publish;
 mod refusals;
 mod spool;

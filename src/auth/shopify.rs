@@ -1,0 +1,24 @@
+//! `type = "shopify"`: `X-Shopify-Hmac-Sha256: <base64>`, the HMAC-SHA256 of the raw body under
+//! the app's client secret. No timestamp is signed; `X-Shopify-Event-Id` identifies the event.
+
+use actix_web::http::header::HeaderName;
+
+use super::hmac::{HmacScheme, SignedContent};
+use super::settings::{Algorithm, Encoding};
+use crate::config::Secret;
+
+pub const SIGNATURE_HEADER: &str = "x-shopify-hmac-sha256";
+pub const EVENT_ID_HEADER: &str = "x-shopify-event-id";
+pub const TOPIC_HEADER: &str = "x-shopify-topic";
+
+pub fn scheme(keys: Vec<Secret>) -> HmacScheme {
+    HmacScheme {
+        header: HeaderName::from_static(SIGNATURE_HEADER),
+        algorithm: Algorithm::Sha256,
+        encoding: Encoding::Base64,
+        prefix: String::new(),
+        signed: SignedContent::body(),
+        timestamp: None,
+        keys,
+    }
+}
