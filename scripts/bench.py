@@ -77,7 +77,11 @@ def oha(url, duration, connections, rate=None):
         "rps": summary["requestsPerSec"],
         "ok": statuses.get(200, 0),
         "total": total,
-        "errors": total - statuses.get(200, 0) + sum(report.get("errorDistribution", {}).values()),
+        # Requests cut off by the end of the phase are not errors of the server.
+        "errors": total - statuses.get(200, 0) + sum(
+            count for error, count in report.get("errorDistribution", {}).items()
+            if "deadline" not in error
+        ),
         "p50": percentiles.get("p50", 0) * 1000,
         "p99": percentiles.get("p99", 0) * 1000,
         "p999": percentiles.get("p99.9", 0) * 1000,

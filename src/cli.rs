@@ -54,8 +54,8 @@ enum Command {
         /// Stop when no record arrived for this many milliseconds (default: follow forever).
         #[arg(long)]
         idle_exit_ms: Option<u64>,
-        /// Print only how many records the topic holds (the sum of its partitions' end
-        /// offsets minus their start offsets), then exit.
+        /// Print only how many records the topic holds (read from the beginning until nothing
+        /// arrives for 2 s), then exit.
         #[arg(long)]
         count: bool,
     },
@@ -310,6 +310,7 @@ fn count_records(path: &std::path::Path, topic: &str) -> ExitCode {
         &config.kafka.options,
         topic,
         config.metadata_timeout(),
+        Duration::from_secs(2),
     ) {
         Ok(count) => {
             println!("{count}");

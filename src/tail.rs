@@ -138,25 +138,24 @@ impl Tail {
     }
 }
 
-/// How many records `topic` holds: per partition, the high watermark minus the low one.
+/// How many records `topic` holds, counted by reading it from the beginning until nothing new
+/// arrives for `idle` (partition offsets alone are not exact on every Kafka-protocol broker).
 pub fn count<'a>(
     brokers: &str,
     options: impl IntoIterator<Item = (&'a String, &'a String)>,
     topic: &str,
     timeout: Duration,
+    idle: Duration,
 ) -> Result<u64, String> {
-    let tail = Tail::open(brokers, options, topic, StartAt::End, timeout)?;
-    let assignment = tail
-        .consumer
-        .assignment()
-        .map_err(|error| format!("cannot read the assignment of {topic}: {error}"))?;
+    let tail = Tail::open(brokers, options, topic, StartAt::Beginning, timeout)?;
     let mut total = 0u64;
-    for element in assignment.elements() {
-        let (low, high) = tail
-            .consumer
-            .fetch_watermarks(topic, element.partition(), timeout)
-            .map_err(|error| format!("cannot read the offsets of {topic}: {error}"))?;
-        total += (high - low).max(0) as u64;
+    let mut last = Instant::now();
+    while last.elapsed() < idle {
+        if let Some(message) = tail.consumer.poll(Duration::from_millis(100)) {
+            message.map_err(|error| format!("cannot read {topic}: {error}"))?;
+            total += 1;
+            last = Instant::now();
+        }
     }
     Ok(total)
 }
