@@ -61,7 +61,9 @@ impl Application {
     /// A port of 0 in the configuration binds a free port; see [`Application::port`].
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         let metrics = Metrics::new();
-        let publisher = Arc::new(Publisher::new(&config).map_err(StartupError::Producer)?);
+        let publisher = Arc::new(
+            Publisher::new(&config, metrics.kafka.clone()).map_err(StartupError::Producer)?,
+        );
         let mut required: Vec<String> = config
             .sources
             .iter()

@@ -24,11 +24,22 @@ pub const SPOOL_BYTES: &str = "hookrelay_spool_bytes";
 pub const SPOOL_OLDEST_AGE_SECONDS: &str = "hookrelay_spool_oldest_record_age_seconds";
 pub const SPOOL_FSYNC_SECONDS: &str = "hookrelay_spool_fsync_duration_seconds";
 pub const FORWARDER_RETRIES_TOTAL: &str = "hookrelay_forwarder_retries_total";
+pub const HTTP_REQUEST_BODY_BYTES: &str = "hookrelay_http_request_body_bytes";
+pub const HTTP_REQUESTS_IN_FLIGHT: &str = "hookrelay_http_requests_in_flight";
+pub const KAFKA_QUEUE_MESSAGES: &str = "hookrelay_kafka_producer_queue_messages";
+pub const KAFKA_QUEUE_BYTES: &str = "hookrelay_kafka_producer_queue_bytes";
+pub const KAFKA_BROKER_RTT_SECONDS: &str = "hookrelay_kafka_broker_rtt_seconds";
+pub const KAFKA_BROKER_UP: &str = "hookrelay_kafka_broker_up";
 pub const READY: &str = "hookrelay_ready";
 pub const BUILD_INFO: &str = "hookrelay_build_info";
 
 /// The `source` label of requests that name no configured source.
 pub const UNKNOWN_SOURCE: &str = "_unknown";
+
+/// Body size buckets from 64 bytes to 4 MiB.
+const BODY_BUCKETS: &[f64] = &[
+    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+];
 
 /// Latency buckets from 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -48,6 +59,9 @@ pub struct Metrics {
     failed: IntCounterVec,
     delivery_duration: HistogramVec,
     duplicates: IntCounterVec,
+    body_bytes: HistogramVec,
+    pub in_flight: IntGauge,
+    pub kafka: KafkaMetrics,
     pub ready: IntGauge,
     pub spool_records: IntGauge,
     pub spool_bytes: IntGauge,
@@ -64,6 +78,16 @@ pub struct SourceMetrics {
     pub delivery_duration: Histogram,
     pub request_duration: Histogram,
     pub duplicates: IntCounter,
+    pub body_bytes: Histogram,
+}
+
+/// What librdkafka's statistics (`statistics.interval.ms`) report about the producer.
+#[derive(Clone)]
+pub struct KafkaMetrics {
+    pub queue_messages: IntGauge,
+    pub queue_bytes: IntGauge,
+    pub broker_rtt_seconds: prometheus::GaugeVec,
+    pub broker_up: IntGaugeVec,
 }
 
 impl Metrics {
@@ -131,6 +155,54 @@ impl Metrics {
         let register = |metric: Box<dyn prometheus::core::Collector>| {
             registry.register(metric).expect("metric names are unique");
         };
+        let body_bytes = HistogramVec::new(
+            HistogramOpts::new(
+                HTTP_REQUEST_BODY_BYTES,
+                "Size of webhook request bodies read, by source.",
+            )
+            .buckets(BODY_BUCKETS.to_vec()),
+            &["source"],
+        )
+        .expect("metric definitions are static and valid");
+        register(Box::new(body_bytes.clone()));
+        let in_flight = IntGauge::new(
+            HTTP_REQUESTS_IN_FLIGHT,
+            "Webhook requests being handled now.",
+        )
+        .expect("metric definitions are static and valid");
+        register(Box::new(in_flight.clone()));
+        let kafka = KafkaMetrics {
+            queue_messages: IntGauge::new(
+                KAFKA_QUEUE_MESSAGES,
+                "Records in the producer's queue (librdkafka statistics).",
+            )
+            .expect("metric definitions are static and valid"),
+            queue_bytes: IntGauge::new(
+                KAFKA_QUEUE_BYTES,
+                "Bytes in the producer's queue (librdkafka statistics).",
+            )
+            .expect("metric definitions are static and valid"),
+            broker_rtt_seconds: prometheus::GaugeVec::new(
+                Opts::new(
+                    KAFKA_BROKER_RTT_SECONDS,
+                    "Mean request round trip to each broker over the last statistics interval.",
+                ),
+                &["broker"],
+            )
+            .expect("metric definitions are static and valid"),
+            broker_up: IntGaugeVec::new(
+                Opts::new(
+                    KAFKA_BROKER_UP,
+                    "1 while the producer's connection to the broker is up, else 0.",
+                ),
+                &["broker"],
+            )
+            .expect("metric definitions are static and valid"),
+        };
+        register(Box::new(kafka.queue_messages.clone()));
+        register(Box::new(kafka.queue_bytes.clone()));
+        register(Box::new(kafka.broker_rtt_seconds.clone()));
+        register(Box::new(kafka.broker_up.clone()));
         let ready = IntGauge::new(READY, "1 while the relay accepts webhooks, else 0.")
             .expect("metric definitions are static and valid");
         register(Box::new(ready.clone()));
@@ -189,6 +261,9 @@ impl Metrics {
             failed,
             delivery_duration,
             duplicates,
+            body_bytes,
+            in_flight,
+            kafka,
             ready,
             spool_records,
             spool_bytes,
@@ -207,6 +282,7 @@ impl Metrics {
             delivery_duration: self.delivery_duration.with_label_values(&[source]),
             request_duration: self.http_duration.with_label_values(&[source]),
             duplicates: self.duplicates.with_label_values(&[source]),
+            body_bytes: self.body_bytes.with_label_values(&[source]),
         })
     }
 

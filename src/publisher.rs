@@ -24,11 +24,12 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
 use rdkafka::Message;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::metrics::SourceMetrics;
+use crate::metrics::{KafkaMetrics, SourceMetrics};
 use crate::retry::DrainRate;
 use crate::spool::{ForwarderEvent, Stored};
 
@@ -93,6 +94,7 @@ pub struct Pending {
 
 /// Counts delivery outcomes and answers waiting requests; runs on the producer's poll thread.
 pub struct DeliveryContext {
+    metrics: KafkaMetrics,
     /// Set when the producer reports an error it cannot recover from by itself.
     broken: Arc<AtomicBool>,
     progress: Arc<DrainRate>,
@@ -103,6 +105,29 @@ pub struct DeliveryContext {
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         log_librdkafka(level, facility, message);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let kafka = &self.metrics;
+        kafka.queue_messages.set(statistics.msg_cnt as i64);
+        kafka.queue_bytes.set(statistics.msg_size as i64);
+        for broker in statistics
+            .brokers
+            .values()
+            .filter(|broker| broker.nodeid >= 0)
+        {
+            let name = broker.nodename.as_str();
+            kafka
+                .broker_up
+                .with_label_values(&[name])
+                .set(i64::from(broker.state == "UP"));
+            if let Some(rtt) = &broker.rtt {
+                kafka
+                    .broker_rtt_seconds
+                    .with_label_values(&[name])
+                    .set(rtt.avg as f64 / 1e6);
+            }
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -181,6 +206,7 @@ fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
 
 /// The relay's producer.
 pub struct Publisher {
+    metrics: KafkaMetrics,
     /// Replaced by [`Publisher::reset_if_broken`] when librdkafka cannot recover by itself.
     producer: RwLock<ThreadedProducer<DeliveryContext>>,
     client_config: ClientConfig,
@@ -206,17 +232,19 @@ fn is_unrecoverable(error: &KafkaError) -> bool {
 }
 
 impl Publisher {
-    pub fn new(config: &Config) -> Result<Publisher, KafkaError> {
+    pub fn new(config: &Config, metrics: KafkaMetrics) -> Result<Publisher, KafkaError> {
         let client_config = client_config(config);
         let broken = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(DrainRate::new());
         let unacknowledged_memory = Arc::new(AtomicU64::new(0));
         let producer = client_config.create_with_context(DeliveryContext {
+            metrics: metrics.clone(),
             broken: broken.clone(),
             progress: progress.clone(),
             unacknowledged_memory: unacknowledged_memory.clone(),
         })?;
         Ok(Publisher {
+            metrics,
             producer: RwLock::new(producer),
             client_config,
             broken,
@@ -240,6 +268,7 @@ impl Publisher {
             return false;
         }
         let fresh = match self.client_config.create_with_context(DeliveryContext {
+            metrics: self.metrics.clone(),
             broken: self.broken.clone(),
             progress: self.progress.clone(),
             unacknowledged_memory: self.unacknowledged_memory.clone(),
@@ -276,7 +305,8 @@ impl Publisher {
             })
     }
 
-    /// `spool` mode: publish a spooled record; its report goes to the forwarder.
+    /// `spool` mode: publish a spooled record; its report goes to the forwarder. The delivery
+    /// latency metric counts from the time the event was received, not from this send.
     pub fn forward(
         &self,
         stored: &Stored,
@@ -295,7 +325,11 @@ impl Publisher {
             value: &stored.value,
             headers: headers(&fields),
         };
-        self.send(record, source, Notify::Spool { seq, events })
+        let age = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH + Duration::from_millis(stored.received_ms))
+            .unwrap_or(Duration::ZERO);
+        let accepted = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        self.send_at(record, source, Notify::Spool { seq, events }, accepted)
     }
 
     /// `memory`-mode records not yet acknowledged by Kafka.
@@ -327,9 +361,19 @@ impl Publisher {
         source: Option<Arc<SourceMetrics>>,
         notify: Notify,
     ) -> Result<(), PublishError> {
+        self.send_at(record, source, notify, Instant::now())
+    }
+
+    fn send_at(
+        &self,
+        record: Record<'_>,
+        source: Option<Arc<SourceMetrics>>,
+        notify: Notify,
+        accepted: Instant,
+    ) -> Result<(), PublishError> {
         let pending = Box::new(Pending {
             source,
-            accepted: Instant::now(),
+            accepted,
             notify,
         });
         let base = BaseRecord::with_opaque_to(record.topic, pending)
@@ -426,6 +470,8 @@ pub fn client_config(config: &Config) -> ClientConfig {
         .set("linger.ms", "5")
         // Bounds the memory of the producer queue (librdkafka's default is 1 GiB).
         .set("queue.buffering.max.kbytes", "32768")
+        // Feeds the producer queue and broker metrics.
+        .set("statistics.interval.ms", "5000")
         .set_log_level(RDKafkaLogLevel::Warning);
     for (key, value) in &config.kafka.options {
         client_config.set(key, value);

@@ -124,6 +124,22 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config.default_service(web::to(dispatch));
 }
 
+/// Counts a request in `hookrelay_http_requests_in_flight` until dropped.
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> InFlight<'a> {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// `/hooks/{source}` or `/hooks/{source}/{event}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HookPath<'a> {
@@ -149,6 +165,7 @@ async fn dispatch(
     ingress: web::Data<Ingress>,
 ) -> HttpResponse {
     let started = Instant::now();
+    let _in_flight = InFlight::enter(&ingress.metrics.in_flight);
     let Some(path) = HookPath::parse(request.path()) else {
         return report(&ingress, &request, started, None, Err(Rejection::NotFound));
     };
@@ -284,6 +301,7 @@ async fn accept(
             },
             body::BodyError::Incomplete => Rejection::IncompleteBody,
         })?;
+    entry.metrics.body_bytes.observe(body.len() as f64);
 
     let body = source
         .auth

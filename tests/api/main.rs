@@ -9,6 +9,7 @@ mod cli;
 mod delivery;
 mod helpers;
 mod hostile;
+mod observability;
 mod publish;
 mod refusals;
 mod spool;

@@ -1,0 +1,277 @@
+//! What an operator sees: exact counters, a scrape promtool accepts, and dashboards and alerts
+//! that only query metrics the relay exports.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::helpers::{repo_path, sample, spawn_app, TOKEN};
+
+fn promtool() -> Command {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        panic!(
+            "promtool is not installed: run scripts/test (it installs Debian's prometheus \
+             package) or `apt-get install prometheus`"
+        );
+    }
+    Command::new("promtool")
+}
+
+async fn scrape(app: &crate::helpers::TestApp) -> String {
+    app.client
+        .get(format!("{}/metrics", app.admin_address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one series, by its exact text (`name{labels}`).
+fn value(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} is not in the scrape:\n{scrape}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn counters_equal_the_requests_sent_per_source_and_status() {
+    let app = spawn_app().await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.post_unique("course.completed.50")
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    assert_eq!(
+        app.post_sample("course.completed.50")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        app.post_sample("course.completed.50")
+            .await
+            .status()
+            .as_u16(),
+        200
+    ); // duplicate
+    let wrong = format!(
+        "{}/hooks/tagmango/course.completed.50?token=wrong",
+        app.address
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            app.post_json(&wrong, sample("course.completed.50"))
+                .await
+                .status()
+                .as_u16(),
+            401
+        );
+    }
+    let bad = app
+        .post_json(&app.hook_url("course.completed.50"), b"{nope".to_vec())
+        .await;
+    assert_eq!(bad.status().as_u16(), 400);
+    let unknown = format!("{}/hooks/nosuch?token={TOKEN}", app.address);
+    assert_eq!(
+        app.post_json(&unknown, b"{}".to_vec())
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
+
+    let metrics = scrape(&app).await;
+
+    let series = |name: &str| value(&metrics, name);
+    assert_eq!(
+        series("hookrelay_http_requests_total{source=\"tagmango\",status=\"200\"}"),
+        5.0
+    );
+    assert_eq!(
+        series("hookrelay_http_requests_total{source=\"tagmango\",status=\"401\"}"),
+        2.0
+    );
+    assert_eq!(
+        series("hookrelay_http_requests_total{source=\"tagmango\",status=\"400\"}"),
+        1.0
+    );
+    assert_eq!(
+        series("hookrelay_http_requests_total{source=\"_unknown\",status=\"404\"}"),
+        1.0
+    );
+    assert_eq!(
+        series("hookrelay_events_accepted_total{source=\"tagmango\"}"),
+        4.0
+    );
+    assert_eq!(
+        series("hookrelay_duplicates_total{source=\"tagmango\"}"),
+        1.0
+    );
+    assert_eq!(
+        series("hookrelay_kafka_records_delivered_total{source=\"tagmango\"}"),
+        4.0
+    );
+    assert_eq!(
+        series("hookrelay_kafka_records_failed_total{source=\"tagmango\"}"),
+        0.0
+    );
+    assert_eq!(
+        series("hookrelay_rejections_total{reason=\"invalid_credentials\",source=\"tagmango\"}"),
+        2.0
+    );
+    assert_eq!(
+        series("hookrelay_rejections_total{reason=\"invalid_json\",source=\"tagmango\"}"),
+        1.0
+    );
+    assert_eq!(
+        series("hookrelay_rejections_total{reason=\"unknown_source\",source=\"_unknown\"}"),
+        1.0
+    );
+    assert_eq!(
+        series("hookrelay_http_request_duration_seconds_count{source=\"tagmango\"}"),
+        8.0
+    );
+    assert_eq!(
+        series("hookrelay_http_request_body_bytes_count{source=\"tagmango\"}"),
+        6.0
+    );
+    assert_eq!(series("hookrelay_http_requests_in_flight"), 0.0);
+    assert_eq!(series("hookrelay_ready"), 1.0);
+    assert_eq!(
+        series(&format!(
+            "hookrelay_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn promtool_finds_no_problem_in_a_scrape_after_traffic() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.post_sample("course.completed.50")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    let wrong = format!(
+        "{}/hooks/tagmango/course.completed.50?token=wrong",
+        app.address
+    );
+    app.post_json(&wrong, sample("course.completed.50")).await;
+    let metrics = scrape(&app).await;
+
+    let mut check = promtool()
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let output = check.wait_with_output().unwrap();
+
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool check metrics: {report}");
+    assert!(report.trim().is_empty(), "promtool check metrics: {report}");
+}
+
+#[test]
+fn alert_rules_pass_promtool() {
+    let output = promtool()
+        .args(["check", "rules"])
+        .arg(repo_path("config/prometheus/alerts.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `hookrelay_...` names in a text, without histogram suffixes.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("hookrelay_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        names.insert(base.to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
+    let app = spawn_app().await;
+    // Labelled series appear once something happened: one accepted and one refused request.
+    assert_eq!(
+        app.post_unique("course.completed.50")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    let wrong = format!(
+        "{}/hooks/tagmango/course.completed.50?token=wrong",
+        app.address
+    );
+    app.post_json(&wrong, sample("course.completed.50")).await;
+    let exported: BTreeSet<String> = scrape(&app)
+        .await
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    // Series created on first use (per broker) are declared in the metrics module even when
+    // no statistics arrived yet.
+    let declared = std::fs::read_to_string(repo_path("src/metrics.rs")).unwrap();
+    let declared = metric_names(&declared);
+
+    for file in [
+        "config/grafana/dashboards/hookrelay.json",
+        "config/prometheus/alerts.yml",
+    ] {
+        let queried = metric_names(&std::fs::read_to_string(repo_path(file)).unwrap());
+        assert!(!queried.is_empty(), "{file} queries hookrelay metrics");
+        for name in queried {
+            assert!(
+                exported.contains(&name)
+                    || (declared.contains(&name) && name.starts_with("hookrelay_kafka_broker_")),
+                "{file} queries {name}, which the relay does not export"
+            );
+        }
+    }
+}
