@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::metrics::{KafkaMetrics, SourceMetrics};
 use crate::retry::DrainRate;
 use crate::spool::{ForwarderEvent, Stored};
+use crate::telemetry::Throttle;
 
 /// Where Kafka stored an acknowledged record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +96,8 @@ pub struct Pending {
 /// Counts delivery outcomes and answers waiting requests; runs on the producer's poll thread.
 pub struct DeliveryContext {
     metrics: KafkaMetrics,
+    /// One delivery-failure line a second at most (the count of the others goes with it).
+    failures_logged: Throttle,
     /// Set when the producer reports an error it cannot recover from by itself.
     broken: Arc<AtomicBool>,
     progress: Arc<DrainRate>,
@@ -160,14 +163,18 @@ impl ProducerContext for DeliveryContext {
                 if is_unrecoverable(error) {
                     self.broken.store(true, Ordering::Release);
                 }
-                match pending.notify {
-                    Notify::Nobody => {
-                        tracing::error!(%error, "record lost: Kafka did not acknowledge an event accepted in memory mode")
+                if let Some(suppressed) = self.failures_logged.allow() {
+                    match pending.notify {
+                        Notify::Nobody => {
+                            tracing::error!(%error, suppressed, "record lost: Kafka did not acknowledge an event accepted in memory mode")
+                        }
+                        Notify::Spool { .. } => {
+                            tracing::warn!(%error, suppressed, "Kafka did not acknowledge a spooled record; it will be sent again")
+                        }
+                        Notify::Request(_) => {
+                            tracing::warn!(%error, suppressed, "Kafka did not acknowledge a record; the sender got 503")
+                        }
                     }
-                    Notify::Spool { .. } => {
-                        tracing::warn!(%error, "Kafka did not acknowledge a spooled record; it will be sent again")
-                    }
-                    Notify::Request(_) => {}
                 }
                 Err(error.clone())
             }
@@ -238,6 +245,7 @@ impl Publisher {
         let progress = Arc::new(DrainRate::new());
         let unacknowledged_memory = Arc::new(AtomicU64::new(0));
         let producer = client_config.create_with_context(DeliveryContext {
+            failures_logged: Throttle::new(Duration::from_secs(1)),
             metrics: metrics.clone(),
             broken: broken.clone(),
             progress: progress.clone(),
@@ -268,6 +276,7 @@ impl Publisher {
             return false;
         }
         let fresh = match self.client_config.create_with_context(DeliveryContext {
+            failures_logged: Throttle::new(Duration::from_secs(1)),
             metrics: self.metrics.clone(),
             broken: self.broken.clone(),
             progress: self.progress.clone(),

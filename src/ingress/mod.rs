@@ -19,6 +19,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::web::{self, Bytes, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
+use tracing::Instrument;
 
 pub use problem::{Rejection, PROBLEM_CONTENT_TYPE};
 
@@ -166,69 +167,38 @@ async fn dispatch(
 ) -> HttpResponse {
     let started = Instant::now();
     let _in_flight = InFlight::enter(&ingress.metrics.in_flight);
+    let request_id = request_id(&request);
+    // Every line logged while handling the request carries its id.
+    let span = tracing::info_span!("request", request_id = request_id.as_str());
+    handle(&request, payload, &ingress, &request_id, started)
+        .instrument(span)
+        .await
+}
+
+async fn handle(
+    request: &HttpRequest,
+    payload: Payload,
+    ingress: &Ingress,
+    request_id: &str,
+    started: Instant,
+) -> HttpResponse {
+    let report = |entry, outcome| report(ingress, request, request_id, started, entry, outcome);
     let Some(path) = HookPath::parse(request.path()) else {
-        return report(&ingress, &request, started, None, Err(Rejection::NotFound));
+        return report(None, Err(Rejection::NotFound));
     };
     let entry = ingress.sources.get(path.source);
     if request.method() != Method::POST {
-        return report(
-            &ingress,
-            &request,
-            started,
-            entry,
-            Err(Rejection::MethodNotAllowed),
-        );
+        return report(entry, Err(Rejection::MethodNotAllowed));
     }
     let Some(entry) = entry else {
-        return report(
-            &ingress,
-            &request,
-            started,
-            None,
-            Err(Rejection::UnknownSource),
-        );
+        return report(None, Err(Rejection::UnknownSource));
     };
     let received = SystemTime::now();
-    let outcome = accept(&request, path.event, payload, &ingress, entry, received).await;
-    report(&ingress, &request, started, Some(entry), outcome)
+    let outcome = accept(request, path.event, payload, ingress, entry, received).await;
+    report(Some(entry), outcome)
 }
 
 /// The answer to an accepted event.
-#[cfg(test)]
-mod tests {
-    use super::HookPath;
-
-    #[test]
-    fn hook_paths_name_a_source_and_maybe_an_event() {
-        let parse = HookPath::parse;
-        assert_eq!(
-            parse("/hooks/tagmango/course.completed.50"),
-            Some(HookPath {
-                source: "tagmango",
-                event: Some("course.completed.50")
-            })
-        );
-        assert_eq!(
-            parse("/hooks/github"),
-            Some(HookPath {
-                source: "github",
-                event: None
-            })
-        );
-        for other in [
-            "/hooks/",
-            "/hooks",
-            "/hooks//x",
-            "/hooks/a/",
-            "/hooks/a/b/c",
-            "/other/a",
-            "/",
-        ] {
-            assert_eq!(parse(other), None, "{other}");
-        }
-    }
-}
-
 #[derive(Serialize)]
 struct Accepted<'a> {
     id: &'a str,
@@ -416,7 +386,6 @@ async fn accept(
                 match error {
                     PublishError::QueueFull => Rejection::QueueFull { retry_after },
                     PublishError::TimedOut(_) | PublishError::Kafka(_) => {
-                        tracing::warn!(%error, "event not acknowledged by Kafka");
                         Rejection::KafkaUnavailable { retry_after }
                     }
                 }
@@ -470,11 +439,11 @@ async fn ensure_topic(ingress: &Ingress, topic: &str) -> Result<(), Rejection> {
 fn report(
     ingress: &Ingress,
     request: &HttpRequest,
+    request_id: &str,
     started: Instant,
     entry: Option<&SourceEntry>,
     outcome: Result<Delivered, Rejection>,
 ) -> HttpResponse {
-    let request_id = request_id(request);
     let source_label = entry.map_or(UNKNOWN_SOURCE, |entry| entry.source.name.as_str());
     let mut response = match &outcome {
         Ok(delivered) => {
@@ -492,7 +461,7 @@ fn report(
             rejection.response()
         }
     };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
         response
             .headers_mut()
             .insert(header::HeaderName::from_static(REQUEST_ID_HEADER), value);
@@ -583,4 +552,39 @@ fn request_id(request: &HttpRequest) -> String {
         })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HookPath;
+
+    #[test]
+    fn hook_paths_name_a_source_and_maybe_an_event() {
+        let parse = HookPath::parse;
+        assert_eq!(
+            parse("/hooks/tagmango/course.completed.50"),
+            Some(HookPath {
+                source: "tagmango",
+                event: Some("course.completed.50")
+            })
+        );
+        assert_eq!(
+            parse("/hooks/github"),
+            Some(HookPath {
+                source: "github",
+                event: None
+            })
+        );
+        for other in [
+            "/hooks/",
+            "/hooks",
+            "/hooks//x",
+            "/hooks/a/",
+            "/hooks/a/b/c",
+            "/other/a",
+            "/",
+        ] {
+            assert_eq!(parse(other), None, "{other}");
+        }
+    }
 }
