@@ -11,6 +11,7 @@ use actix_web::HttpRequest;
 use serde_json::value::RawValue;
 
 use crate::auth::Authenticator;
+use crate::client_ip::IpRanges;
 use crate::config::{AckMode, ConfigErrors, Settings, SourceSettings};
 use crate::json::{self, Pointer};
 
@@ -272,6 +273,8 @@ pub struct Source {
     pub event_from: Vec<SenderField>,
     /// Headers copied into the record, with their record header names (`http_...`).
     pub forward_headers: Vec<(HeaderName, String)>,
+    /// Client addresses allowed to post; `None` allows any.
+    pub allow_ips: Option<IpRanges>,
 }
 
 impl Source {
@@ -473,6 +476,21 @@ impl Source {
             }
         }
 
+        let allow_ips = settings.allow_ips.as_ref().map(|list| {
+            if list.is_empty() {
+                errors.push(
+                    format!("{path}.allow_ips"),
+                    "an empty list would refuse every request; remove the key to allow any address",
+                );
+            }
+            IpRanges::parse(list).unwrap_or_else(|bad| {
+                for (index, reason) in bad {
+                    errors.push(format!("{path}.allow_ips[{index}]"), reason);
+                }
+                IpRanges::default()
+            })
+        });
+
         if let (Ok(topic), Ok(source_name), EventFilter::Only(list)) =
             (&topic, &source_name, &events)
         {
@@ -508,6 +526,7 @@ impl Source {
                     event_id_from,
                     event_from,
                     forward_headers,
+                    allow_ips,
                 })
             }
             _ => Err(errors),

@@ -1,7 +1,7 @@
 //! The webhook listener: `POST /hooks/{source}` and `POST /hooks/{source}/{event}`.
 //!
 //! A request goes through named steps, each of which can refuse it with a [`Rejection`]:
-//! find the source and event → check credentials → rate limit → check the content type and
+//! find the source → check the client's address → find the event → check credentials → rate limit → check the content type and
 //! declared length → read the body (limit, deadline) → verify the signature over the raw bytes →
 //! validate the JSON → derive the event's identity → skip a duplicate → reach
 //! the durability point of the source's ack mode. Only then is it answered 2xx.
@@ -26,6 +26,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::auth::Unverified;
+use crate::client_ip::{self, IpRanges};
 use crate::config::{AckMode, Config};
 use crate::event::Event;
 use crate::health::Health;
@@ -60,6 +61,8 @@ pub struct Ingress {
     body_timeout: Duration,
     broker_timeout: Duration,
     max_json_depth: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    trusted_proxies: IpRanges,
     /// Partitions, replication and timeout for topics created on first use, when allowed.
     create_topics: Option<(i32, i32, Duration)>,
 }
@@ -105,6 +108,7 @@ impl Ingress {
             idempotency,
             body_timeout: config.body_timeout(),
             max_json_depth: config.server.max_json_depth,
+            trusted_proxies: config.trusted_proxies.clone(),
             broker_timeout: config.broker_timeout(),
             create_topics: config.kafka.create_topics.then_some((
                 config.kafka.topic_partitions,
@@ -206,6 +210,16 @@ async fn accept(
 ) -> Result<Delivered, Rejection> {
     let source = &entry.source;
     let deadline = tokio::time::Instant::now() + ingress.body_timeout;
+    if let Some(allowed) = &source.allow_ips {
+        let client = client_ip::client_ip(
+            request.peer_addr(),
+            request.headers(),
+            &ingress.trusted_proxies,
+        );
+        if !client.is_some_and(|address| allowed.contains(address)) {
+            return Err(Rejection::ForbiddenIp);
+        }
+    }
     let event_choice = source
         .event_type(request.match_info().get("event"))
         .ok_or(Rejection::UnknownEvent)?;

@@ -28,6 +28,8 @@ pub enum Rejection {
     MethodNotAllowed,
     #[error(transparent)]
     Unauthorized(AuthError),
+    #[error("client address not allowed")]
+    ForbiddenIp,
     #[error("unsupported content type")]
     UnsupportedMediaType { accepted: String },
     #[error("body too large")]
@@ -72,6 +74,7 @@ impl Rejection {
             }
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Rejection::ForbiddenIp => StatusCode::FORBIDDEN,
             Rejection::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -99,6 +102,7 @@ impl Rejection {
             Rejection::Unauthorized(AuthError::MissingSignature) => "missing_signature",
             Rejection::Unauthorized(AuthError::InvalidSignature) => "invalid_signature",
             Rejection::Unauthorized(AuthError::StaleTimestamp) => "stale_timestamp",
+            Rejection::ForbiddenIp => "forbidden_ip",
             Rejection::UnsupportedMediaType { .. } => "unsupported_media_type",
             Rejection::PayloadTooLarge { .. } => "payload_too_large",
             Rejection::BodyTimeout { .. } => "body_timeout",
@@ -124,6 +128,9 @@ impl Rejection {
             Rejection::UnknownEvent => "this source does not accept this event type".to_owned(),
             Rejection::MethodNotAllowed => "webhooks must be sent with POST".to_owned(),
             Rejection::Unauthorized(error) => error.to_string(),
+            Rejection::ForbiddenIp => {
+                "this source does not accept requests from the client's address".to_owned()
+            }
             Rejection::UnsupportedMediaType { accepted } => {
                 format!("the Content-Type must be one of: {accepted}")
             }

@@ -203,6 +203,8 @@ pub struct Options {
     pub shutdown_timeout_ms: u64,
     /// Extra TOML appended at the end (more sources, `[kafka.options]`).
     pub extra: String,
+    /// Extra TOML appended inside `[server]` (`trusted_proxies = [...]`).
+    pub server_extra: String,
     /// Create topics at start (tansu); the MockCluster has no topic admin API.
     pub create_topics: bool,
     pub spool_max_bytes: u64,
@@ -218,6 +220,7 @@ impl Default for Options {
             broker_timeout_ms: 5_000,
             shutdown_timeout_ms: 5_000,
             extra: String::new(),
+            server_extra: String::new(),
             create_topics: true,
             spool_max_bytes: 64 * 1024 * 1024,
         }
@@ -253,6 +256,7 @@ max_body_bytes = {max_body_bytes}
 body_timeout_ms = {body_timeout_ms}
 shutdown_timeout_ms = {shutdown_timeout_ms}
 workers = 2
+{server_extra}
 
 [kafka]
 brokers = "{brokers}"
@@ -290,6 +294,7 @@ key = "/email"
             spool_dir = dir.path().join("spool").display(),
             spool_max_bytes = options.spool_max_bytes,
             extra = options.extra,
+            server_extra = options.server_extra,
         );
         let path = dir.path().join("hookrelay.toml");
         std::fs::write(&path, text).expect("config file");

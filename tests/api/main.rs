@@ -4,6 +4,7 @@
 #![allow(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 
+mod allowlist;
 mod auth;
 mod cli;
 mod delivery;
