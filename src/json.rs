@@ -77,7 +77,7 @@ pub fn check_depth(body: &[u8], max: usize) -> Result<(), JsonError> {
 }
 
 /// serde_json's message without its trailing position (reported separately).
-fn syntax_reason(error: &serde_json::Error) -> String {
+pub fn syntax_reason(error: &serde_json::Error) -> String {
     let message = error.to_string();
     match message.rfind(" at line ") {
         Some(end) => message[..end].to_owned(),

@@ -19,6 +19,7 @@ pub const KAFKA_RECORDS_DELIVERED_TOTAL: &str = "hookrelay_kafka_records_deliver
 pub const KAFKA_RECORDS_FAILED_TOTAL: &str = "hookrelay_kafka_records_failed_total";
 pub const KAFKA_DELIVERY_DURATION_SECONDS: &str = "hookrelay_kafka_delivery_duration_seconds";
 pub const DUPLICATES_TOTAL: &str = "hookrelay_duplicates_total";
+pub const SCHEMA_VIOLATIONS_TOTAL: &str = "hookrelay_schema_violations_total";
 pub const SPOOL_RECORDS: &str = "hookrelay_spool_records";
 pub const SPOOL_BYTES: &str = "hookrelay_spool_bytes";
 pub const SPOOL_OLDEST_AGE_SECONDS: &str = "hookrelay_spool_oldest_record_age_seconds";
@@ -48,6 +49,7 @@ pub struct Metrics {
     failed: IntCounterVec,
     delivery_duration: HistogramVec,
     duplicates: IntCounterVec,
+    schema_violations: IntCounterVec,
     pub ready: IntGauge,
     pub spool_records: IntGauge,
     pub spool_bytes: IntGauge,
@@ -64,6 +66,7 @@ pub struct SourceMetrics {
     pub delivery_duration: Histogram,
     pub request_duration: Histogram,
     pub duplicates: IntCounter,
+    pub schema_violations: IntCounter,
 }
 
 impl Metrics {
@@ -128,6 +131,11 @@ impl Metrics {
             "Events answered \"duplicate\" (seen within the idempotency window), by source.",
             &["source"],
         );
+        let schema_violations = counter(
+            SCHEMA_VIOLATIONS_TOTAL,
+            "Bodies that failed their JSON Schema (refused in enforce mode, accepted in observe mode), by source.",
+            &["source"],
+        );
         let register = |metric: Box<dyn prometheus::core::Collector>| {
             registry.register(metric).expect("metric names are unique");
         };
@@ -189,6 +197,7 @@ impl Metrics {
             failed,
             delivery_duration,
             duplicates,
+            schema_violations,
             ready,
             spool_records,
             spool_bytes,
@@ -207,6 +216,7 @@ impl Metrics {
             delivery_duration: self.delivery_duration.with_label_values(&[source]),
             request_duration: self.http_duration.with_label_values(&[source]),
             duplicates: self.duplicates.with_label_values(&[source]),
+            schema_violations: self.schema_violations.with_label_values(&[source]),
         })
     }
 

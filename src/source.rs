@@ -14,6 +14,7 @@ use crate::auth::Authenticator;
 use crate::client_ip::IpRanges;
 use crate::config::{AckMode, ConfigErrors, Settings, SourceSettings};
 use crate::json::{self, Pointer};
+use crate::schema::Schemas;
 
 /// Longest event type accepted from a path segment or the configuration.
 pub const MAX_EVENT_LEN: usize = 200;
@@ -275,6 +276,8 @@ pub struct Source {
     pub forward_headers: Vec<(HeaderName, String)>,
     /// Client addresses allowed to post; `None` allows any.
     pub allow_ips: Option<IpRanges>,
+    /// JSON Schemas of the source's events, compiled.
+    pub schemas: Option<Schemas>,
 }
 
 impl Source {
@@ -491,6 +494,25 @@ impl Source {
             })
         });
 
+        let schemas = match (&settings.schema, &source_name) {
+            (Some(template), Ok(source_name)) => Schemas::load(
+                template,
+                settings.schema_mode.unwrap_or_default(),
+                source_name,
+                &events,
+            )
+            .map_err(|reason| errors.push(format!("{path}.schema"), reason))
+            .ok(),
+            (None, _) if settings.schema_mode.is_some() => {
+                errors.push(
+                    format!("{path}.schema_mode"),
+                    "has no effect without a schema",
+                );
+                None
+            }
+            _ => None,
+        };
+
         if let (Ok(topic), Ok(source_name), EventFilter::Only(list)) =
             (&topic, &source_name, &events)
         {
@@ -527,6 +549,7 @@ impl Source {
                     event_from,
                     forward_headers,
                     allow_ips,
+                    schemas,
                 })
             }
             _ => Err(errors),

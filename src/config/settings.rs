@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::auth::AuthSettings;
+use crate::schema::SchemaMode;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -222,6 +223,13 @@ pub struct SourceSettings {
     /// Client addresses allowed to post (CIDR networks or addresses); absent means any.
     #[serde(default)]
     pub allow_ips: Option<Vec<String>>,
+    /// JSON Schema file per event: a path template with `{source}` and `{event}`, relative to
+    /// the working directory.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// `enforce` (default: refuse with 422) or `observe` (accept, count and log).
+    #[serde(default)]
+    pub schema_mode: Option<SchemaMode>,
 }
 
 /// `rate_limit = { per_second = N, burst = M }`: a token bucket per source.

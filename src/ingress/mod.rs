@@ -3,7 +3,7 @@
 //! A request goes through named steps, each of which can refuse it with a [`Rejection`]:
 //! find the source → check the client's address → find the event → check credentials → rate limit → check the content type and
 //! declared length → read the body (limit, deadline) → verify the signature over the raw bytes →
-//! validate the JSON → derive the event's identity → skip a duplicate → reach
+//! validate the JSON (and its schema) → derive the event's identity → skip a duplicate → reach
 //! the durability point of the source's ack mode. Only then is it answered 2xx.
 //! Every request ends in [`report`], which writes its one log line and moves its metrics.
 
@@ -35,6 +35,7 @@ use crate::json;
 use crate::metrics::{Metrics, SourceMetrics, UNKNOWN_SOURCE};
 use crate::publisher::{self, Ack, PublishError, Publisher, Record};
 use crate::retry::MIN_RETRY_AFTER;
+use crate::schema::{SchemaMode, Violation};
 use crate::source::{EventChoice, EventFilter, Source};
 use crate::spool::{codec, Entry, Spool, SpoolError};
 use crate::topics::Topics;
@@ -154,6 +155,8 @@ struct Delivered {
     bytes: usize,
     /// The source's success status.
     status: StatusCode,
+    /// Where the body failed its schema, in `observe` mode.
+    schema_violation: Option<Violation>,
 }
 
 async fn receive(
@@ -278,6 +281,18 @@ async fn accept(
                 })?
         }
     };
+    let schema_violation = match &source.schemas {
+        Some(schemas) => match schemas
+            .check(&event_type, body.bytes())
+            .map_err(Rejection::InvalidJson)?
+        {
+            Some(violation) if schemas.mode == SchemaMode::Enforce => {
+                return Err(Rejection::SchemaViolation(violation))
+            }
+            observed => observed,
+        },
+        None => None,
+    };
     let event = Event::new(
         source,
         event_type,
@@ -302,6 +317,7 @@ async fn accept(
             duplicate: true,
             bytes: body.bytes().len(),
             status: source.success_status,
+            schema_violation,
         });
     }
 
@@ -392,6 +408,7 @@ async fn accept(
         duplicate: false,
         bytes: body.bytes().len(),
         status: source.success_status,
+        schema_violation,
     })
 }
 
@@ -442,10 +459,16 @@ fn report(
                 } else {
                     entry.metrics.accepted.inc();
                 }
+                if delivered.schema_violation.is_some() {
+                    entry.metrics.schema_violations.inc();
+                }
             }
             accepted_response(delivered)
         }
         Err(rejection) => {
+            if let (Some(entry), Rejection::SchemaViolation(_)) = (entry, rejection) {
+                entry.metrics.schema_violations.inc();
+            }
             ingress.metrics.rejection(source_label, rejection.code());
             rejection.response()
         }
@@ -477,6 +500,10 @@ fn report(
             topic = delivered.topic.as_str(),
             bytes = delivered.bytes,
             latency_ms,
+            schema_violation = delivered
+                .schema_violation
+                .as_ref()
+                .map(|violation| violation.pointer.as_str()),
             "{}",
             if delivered.duplicate {
                 "duplicate"
@@ -499,6 +526,10 @@ fn report(
             path,
             status,
             code = rejection.code(),
+            schema_violation = match rejection {
+                Rejection::SchemaViolation(violation) => Some(violation.pointer.as_str()),
+                _ => None,
+            },
             latency_ms,
             "refused"
         ),

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::json::JsonError;
+use crate::schema::Violation;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -42,6 +43,8 @@ pub enum Rejection {
     InvalidJson(JsonError),
     #[error("event type unusable")]
     InvalidEventType,
+    #[error("body fails the JSON Schema at {0}")]
+    SchemaViolation(Violation),
     #[error("relay not ready")]
     NotReady { retry_after: u64 },
     #[error("producer queue full")]
@@ -81,6 +84,7 @@ impl Rejection {
             Rejection::IncompleteBody | Rejection::InvalidJson(_) | Rejection::InvalidEventType => {
                 StatusCode::BAD_REQUEST
             }
+            Rejection::SchemaViolation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Rejection::NotReady { .. }
             | Rejection::QueueFull { .. }
@@ -110,6 +114,7 @@ impl Rejection {
             Rejection::InvalidJson(JsonError::Empty) => "empty_body",
             Rejection::InvalidJson(_) => "invalid_json",
             Rejection::InvalidEventType => "invalid_event_type",
+            Rejection::SchemaViolation(_) => "schema_violation",
             Rejection::NotReady { .. } => "not_ready",
             Rejection::QueueFull { .. } => "queue_full",
             Rejection::KafkaUnavailable { .. } => "kafka_unavailable",
@@ -149,6 +154,9 @@ impl Rejection {
                 "the event type named by the sender is longer than {} characters",
                 crate::source::MAX_EVENT_LEN
             ),
+            Rejection::SchemaViolation(violation) => {
+                format!("the body does not match this event's JSON Schema at {violation}")
+            }
             Rejection::NotReady { .. } => {
                 "the relay cannot reach its durability point right now; retry later".to_owned()
             }
@@ -189,6 +197,7 @@ impl Rejection {
             self,
             Rejection::InvalidJson(_)
                 | Rejection::InvalidEventType
+                | Rejection::SchemaViolation(_)
                 | Rejection::NotReady { .. }
                 | Rejection::QueueFull { .. }
                 | Rejection::KafkaUnavailable { .. }

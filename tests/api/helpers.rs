@@ -31,6 +31,16 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// The `schema` and `schema_mode` lines of the TagMango source, pointing at the schemas shipped
+/// in `config/schemas/` (an absolute path: a relative one is resolved against the working
+/// directory).
+pub fn schema_settings(mode: &str) -> String {
+    format!(
+        "schema = \"{}/config/schemas/{{source}}/{{event}}.json\"\nschema_mode = \"{mode}\"\n",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
 pub fn sample(event: &str) -> Vec<u8> {
     std::fs::read(repo_path(&format!("samples/tagmango/{event}.json"))).expect("sample exists")
 }

@@ -12,4 +12,5 @@ mod helpers;
 mod hostile;
 mod publish;
 mod refusals;
+mod schema;
 mod spool;
