@@ -10,6 +10,7 @@ mod cli;
 mod delivery;
 mod helpers;
 mod hostile;
+mod logs;
 mod publish;
 mod refusals;
 mod schema;
