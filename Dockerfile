@@ -13,6 +13,8 @@ RUN apt-get update \
  && install -d -o hookrelay /var/lib/hookrelay/data
 COPY --from=build /src/target/release/hookrelay /usr/local/bin/hookrelay
 COPY config/hookrelay.toml /etc/hookrelay/hookrelay.toml
+# Schema paths in the configuration are relative to the working directory below.
+COPY config/schemas /var/lib/hookrelay/config/schemas
 USER 10001
 WORKDIR /var/lib/hookrelay
 EXPOSE 8080 9464

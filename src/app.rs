@@ -77,7 +77,15 @@ impl Application {
             .sources
             .iter()
             .any(|source| source.ack == AckMode::Broker);
-        let health = Arc::new(Health::new(outage_blocks, metrics.ready.clone()));
+        let unreached_blocks = config
+            .sources
+            .iter()
+            .any(|source| source.ack != AckMode::Spool);
+        let health = Arc::new(Health::new(
+            outage_blocks,
+            unreached_blocks,
+            metrics.ready.clone(),
+        ));
         let source_metrics: HashMap<String, Arc<SourceMetrics>> = config
             .sources
             .iter()

@@ -27,13 +27,16 @@ pub struct Health {
     kafka: Mutex<KafkaState>,
     /// Whether a Kafka outage makes the relay unready (it does when a source acks on the broker).
     outage_blocks: bool,
+    /// Whether Kafka not reached since start makes the relay unready: it does unless every
+    /// source acks on the spool, which holds events until Kafka is there.
+    unreached_blocks: bool,
     gauge: IntGauge,
     /// The spool, when a source acks on it: failing writes make the relay unready.
     spool: OnceLock<Arc<crate::spool::Shared>>,
 }
 
 impl Health {
-    pub fn new(outage_blocks: bool, gauge: IntGauge) -> Health {
+    pub fn new(outage_blocks: bool, unreached_blocks: bool, gauge: IntGauge) -> Health {
         let health = Health {
             ready: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
@@ -41,6 +44,7 @@ impl Health {
                 "Kafka metadata not fetched yet".to_owned(),
             )),
             outage_blocks,
+            unreached_blocks,
             gauge,
             spool: OnceLock::new(),
         };
@@ -106,9 +110,10 @@ impl Health {
         }
         match self.kafka() {
             KafkaState::Ok => {}
-            KafkaState::NotYetReached(reason) => {
+            KafkaState::NotYetReached(reason) if self.unreached_blocks => {
                 reasons.push(format!("Kafka metadata unreachable since start: {reason}"))
             }
+            KafkaState::NotYetReached(_) => {}
             KafkaState::Unreachable(reason) if self.outage_blocks => {
                 reasons.push(format!("Kafka metadata unreachable: {reason}"))
             }

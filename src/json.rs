@@ -21,6 +21,8 @@ pub enum JsonError {
     InvalidUtf8 { offset: usize },
     #[error("the body nests arrays and objects deeper than {max} levels")]
     TooDeep { max: usize },
+    #[error("the body has an unpaired UTF-16 surrogate escape at offset {offset}: a \\u escape of a high surrogate (D800-DBFF) must be followed by one of a low surrogate (DC00-DFFF)")]
+    LoneSurrogate { offset: usize },
     #[error("the body is not well-formed JSON: {reason} at line {line}, column {column}")]
     Syntax {
         reason: String,
@@ -44,19 +46,33 @@ pub fn validate(body: &[u8]) -> Result<&RawValue, JsonError> {
     })
 }
 
-/// Refuses a (validated) document whose arrays and objects nest deeper than `max`: the relay
-/// itself never recurses, but consumers that parse the record recursively (most JSON libraries)
-/// would fail or crash on it. A single forward scan, tracking only whether it is inside a string.
+/// Refuses a (validated) document whose arrays and objects nest deeper than `max`, or whose
+/// strings hold an unpaired UTF-16 surrogate escape (`"\ud800"`).
+///
+/// Depth: the relay itself never recurses, but consumers that parse the record recursively (most
+/// JSON libraries) would fail or crash on it. Surrogates: RFC 8259's grammar allows any `\uXXXX`,
+/// but an escape of half a surrogate pair is no Unicode character; strict parsers (serde_json,
+/// Go, Python with `surrogatepass` off) refuse or mangle it, so such a body is not the
+/// well-formed JSON the relay promises its consumers. One forward scan, tracking only whether it
+/// is inside a string.
 pub fn check_depth(body: &[u8], max: usize) -> Result<(), JsonError> {
     let mut depth = 0usize;
     let mut in_string = false;
-    let mut escaped = false;
-    for &byte in body {
+    let mut position = 0;
+    while position < body.len() {
+        let byte = body[position];
+        position += 1;
         if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
+            match byte {
+                b'"' => in_string = false,
+                b'\\' => {
+                    let escape = position - 1;
+                    match body.get(position) {
+                        Some(b'u') => position = check_unicode_escape(body, escape)?,
+                        Some(_) => position += 1,
+                        None => {}
+                    }
+                }
                 _ => {}
             }
             continue;
@@ -76,8 +92,31 @@ pub fn check_depth(body: &[u8], max: usize) -> Result<(), JsonError> {
     Ok(())
 }
 
+/// Checks the `\uXXXX` escape at `escape` (the backslash): a high surrogate must be followed at
+/// once by a low one, and a low one must not stand alone. Returns the position after it (after
+/// both halves of a pair).
+fn check_unicode_escape(body: &[u8], escape: usize) -> Result<usize, JsonError> {
+    let unit = |at: usize| -> Option<u16> {
+        let digits = body.get(at + 2..at + 6)?;
+        if body.get(at..at + 2)? != b"\\u" {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let lone = JsonError::LoneSurrogate { offset: escape };
+    match unit(escape) {
+        Some(0xD800..=0xDBFF) => match unit(escape + 6) {
+            Some(0xDC00..=0xDFFF) => Ok(escape + 12),
+            _ => Err(lone),
+        },
+        Some(0xDC00..=0xDFFF) => Err(lone),
+        // Any other escape; a malformed one cannot occur in a validated body.
+        _ => Ok(escape + 6),
+    }
+}
+
 /// serde_json's message without its trailing position (reported separately).
-fn syntax_reason(error: &serde_json::Error) -> String {
+pub fn syntax_reason(error: &serde_json::Error) -> String {
     let message = error.to_string();
     match message.rfind(" at line ") {
         Some(end) => message[..end].to_owned(),
@@ -292,6 +331,51 @@ mod tests {
         );
         assert_eq!(check_depth(br#"{"a":"[[[[\"[[["}"#, 1), Ok(()));
         assert!(check_depth(br#"{"a":{"b":1}}"#, 1).is_err());
+    }
+
+    #[test]
+    fn unpaired_surrogate_escapes_are_refused() {
+        let check = |body: &str| check_depth(body.as_bytes(), 128);
+        assert_eq!(check(r#"{"a":"\ud83d\ude00"}"#), Ok(()), "a pair (😀)");
+        assert_eq!(
+            check(r#"{"a":"\uD83D\uDE00 \u00e9 \\ud800"}"#),
+            Ok(()),
+            "escaped backslash"
+        );
+        assert_eq!(
+            check(r#"{"a":"\u0041\n\"\ud800"}"#),
+            Err(JsonError::LoneSurrogate { offset: 16 })
+        );
+        assert_eq!(
+            check(r#"["\ud800"]"#),
+            Err(JsonError::LoneSurrogate { offset: 2 })
+        );
+        assert_eq!(
+            check(r#"["\udc00"]"#),
+            Err(JsonError::LoneSurrogate { offset: 2 })
+        );
+        assert_eq!(
+            check(r#"["\ud800\u0041"]"#),
+            Err(JsonError::LoneSurrogate { offset: 2 })
+        );
+        assert_eq!(
+            check(r#"["\ud800x\udc00"]"#),
+            Err(JsonError::LoneSurrogate { offset: 2 })
+        );
+        assert_eq!(
+            check(r#"["\ud800\ud800\udc00"]"#),
+            Err(JsonError::LoneSurrogate { offset: 2 })
+        );
+        assert_eq!(
+            check(r#"{"\udfff":1}"#),
+            Err(JsonError::LoneSurrogate { offset: 2 }),
+            "in a key"
+        );
+        assert_eq!(
+            check(r#"["\ud800"#),
+            Err(JsonError::LoneSurrogate { offset: 2 }),
+            "at the end"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! answering 2xx once the event has reached its source's durability point.
 //!
 //! Where to look: [`config`] (the file and its checks), [`source`] (a sender's rules),
-//! [`auth`] (credentials), [`ingress`] (the HTTP request path), [`json`] (body validation),
+//! [`auth`] (credentials), [`client_ip`] (IP allowlists), [`ingress`] (the HTTP request path), [`json`] (body validation), [`schema`] (JSON Schema per event),
 //! [`event`] (ids, keys), [`spool`] (the durable write-ahead spool and its forwarder),
 //! [`idempotency`] (the deduplication window), [`publisher`] (the Kafka producer),
 //! [`topics`] (topic existence), [`retry`] (`Retry-After` estimates),
@@ -16,6 +16,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod event;
 pub mod health;
@@ -25,6 +26,7 @@ pub mod json;
 pub mod metrics;
 pub mod publisher;
 pub mod retry;
+pub mod schema;
 pub mod source;
 pub mod spool;
 pub mod tail;

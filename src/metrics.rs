@@ -19,6 +19,7 @@ pub const KAFKA_RECORDS_DELIVERED_TOTAL: &str = "hookrelay_kafka_records_deliver
 pub const KAFKA_RECORDS_FAILED_TOTAL: &str = "hookrelay_kafka_records_failed_total";
 pub const KAFKA_DELIVERY_DURATION_SECONDS: &str = "hookrelay_kafka_delivery_duration_seconds";
 pub const DUPLICATES_TOTAL: &str = "hookrelay_duplicates_total";
+pub const SCHEMA_VIOLATIONS_TOTAL: &str = "hookrelay_schema_violations_total";
 pub const SPOOL_RECORDS: &str = "hookrelay_spool_records";
 pub const SPOOL_BYTES: &str = "hookrelay_spool_bytes";
 pub const SPOOL_OLDEST_AGE_SECONDS: &str = "hookrelay_spool_oldest_record_age_seconds";
@@ -62,6 +63,7 @@ pub struct Metrics {
     body_bytes: HistogramVec,
     pub in_flight: IntGauge,
     pub kafka: KafkaMetrics,
+    schema_violations: IntCounterVec,
     pub ready: IntGauge,
     pub spool_records: IntGauge,
     pub spool_bytes: IntGauge,
@@ -78,6 +80,7 @@ pub struct SourceMetrics {
     pub delivery_duration: Histogram,
     pub request_duration: Histogram,
     pub duplicates: IntCounter,
+    pub schema_violations: IntCounter,
     pub body_bytes: Histogram,
 }
 
@@ -150,6 +153,11 @@ impl Metrics {
         let duplicates = counter(
             DUPLICATES_TOTAL,
             "Events answered \"duplicate\" (seen within the idempotency window), by source.",
+            &["source"],
+        );
+        let schema_violations = counter(
+            SCHEMA_VIOLATIONS_TOTAL,
+            "Bodies that failed their JSON Schema (refused in enforce mode, accepted in observe mode), by source.",
             &["source"],
         );
         let register = |metric: Box<dyn prometheus::core::Collector>| {
@@ -264,6 +272,7 @@ impl Metrics {
             body_bytes,
             in_flight,
             kafka,
+            schema_violations,
             ready,
             spool_records,
             spool_bytes,
@@ -283,6 +292,7 @@ impl Metrics {
             request_duration: self.http_duration.with_label_values(&[source]),
             duplicates: self.duplicates.with_label_values(&[source]),
             body_bytes: self.body_bytes.with_label_values(&[source]),
+            schema_violations: self.schema_violations.with_label_values(&[source]),
         })
     }
 

@@ -11,8 +11,10 @@ use actix_web::HttpRequest;
 use serde_json::value::RawValue;
 
 use crate::auth::Authenticator;
+use crate::client_ip::IpRanges;
 use crate::config::{AckMode, ConfigErrors, Settings, SourceSettings};
 use crate::json::{self, Pointer};
+use crate::schema::Schemas;
 
 /// Longest event type accepted from a path segment or the configuration.
 pub const MAX_EVENT_LEN: usize = 200;
@@ -272,6 +274,10 @@ pub struct Source {
     pub event_from: Vec<SenderField>,
     /// Headers copied into the record, with their record header names (`http_...`).
     pub forward_headers: Vec<(HeaderName, String)>,
+    /// Client addresses allowed to post; `None` allows any.
+    pub allow_ips: Option<IpRanges>,
+    /// JSON Schemas of the source's events, compiled.
+    pub schemas: Option<Schemas>,
 }
 
 impl Source {
@@ -473,6 +479,40 @@ impl Source {
             }
         }
 
+        let allow_ips = settings.allow_ips.as_ref().map(|list| {
+            if list.is_empty() {
+                errors.push(
+                    format!("{path}.allow_ips"),
+                    "an empty list would refuse every request; remove the key to allow any address",
+                );
+            }
+            IpRanges::parse(list).unwrap_or_else(|bad| {
+                for (index, reason) in bad {
+                    errors.push(format!("{path}.allow_ips[{index}]"), reason);
+                }
+                IpRanges::default()
+            })
+        });
+
+        let schemas = match (&settings.schema, &source_name) {
+            (Some(template), Ok(source_name)) => Schemas::load(
+                template,
+                settings.schema_mode.unwrap_or_default(),
+                source_name,
+                &events,
+            )
+            .map_err(|reason| errors.push(format!("{path}.schema"), reason))
+            .ok(),
+            (None, _) if settings.schema_mode.is_some() => {
+                errors.push(
+                    format!("{path}.schema_mode"),
+                    "has no effect without a schema",
+                );
+                None
+            }
+            _ => None,
+        };
+
         if let (Ok(topic), Ok(source_name), EventFilter::Only(list)) =
             (&topic, &source_name, &events)
         {
@@ -508,6 +548,8 @@ impl Source {
                     event_id_from,
                     event_from,
                     forward_headers,
+                    allow_ips,
+                    schemas,
                 })
             }
             _ => Err(errors),

@@ -22,6 +22,7 @@ pub use settings::{
 
 pub use crate::auth::{AuthSettings, TokenAuthSettings, TokenLocation};
 
+use crate::client_ip::IpRanges;
 use crate::source::Source;
 
 /// The default configuration file, relative to the working directory.
@@ -39,6 +40,8 @@ pub struct Config {
     pub telemetry: TelemetrySettings,
     /// Sources in name order.
     pub sources: Vec<Source>,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: IpRanges,
 }
 
 impl Config {
@@ -76,6 +79,12 @@ impl Config {
         if server.body_timeout_ms == 0 {
             errors.push("server.body_timeout_ms", "must be greater than 0");
         }
+        let trusted_proxies = IpRanges::parse(&server.trusted_proxies).unwrap_or_else(|bad| {
+            for (index, reason) in bad {
+                errors.push(format!("server.trusted_proxies[{index}]"), reason);
+            }
+            IpRanges::default()
+        });
         if settings.kafka.brokers.trim().is_empty() {
             errors.push("kafka.brokers", "must list at least one host:port");
         }
@@ -118,6 +127,7 @@ impl Config {
             delivery: settings.delivery,
             telemetry: settings.telemetry,
             sources,
+            trusted_proxies,
         })
     }
 

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::auth::AuthSettings;
+use crate::schema::SchemaMode;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,6 +49,9 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Deepest nesting of arrays and objects accepted in a JSON body.
     pub max_json_depth: usize,
+    /// Proxies (CIDR networks or addresses) whose `X-Forwarded-For` is believed when checking a
+    /// source's `allow_ips`; empty means the TCP peer is always the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -60,6 +64,7 @@ impl Default for ServerSettings {
             shutdown_timeout_ms: 10_000,
             workers: 0,
             max_json_depth: 128,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -215,6 +220,16 @@ pub struct SourceSettings {
     /// Sender headers copied into the record as `http_<lower-case name>`; never credentials.
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// Client addresses allowed to post (CIDR networks or addresses); absent means any.
+    #[serde(default)]
+    pub allow_ips: Option<Vec<String>>,
+    /// JSON Schema file per event: a path template with `{source}` and `{event}`, relative to
+    /// the working directory.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// `enforce` (default: refuse with 422) or `observe` (accept, count and log).
+    #[serde(default)]
+    pub schema_mode: Option<SchemaMode>,
 }
 
 /// `rate_limit = { per_second = N, burst = M }`: a token bucket per source.

@@ -1,9 +1,9 @@
 //! The webhook listener: `POST /hooks/{source}` and `POST /hooks/{source}/{event}`.
 //!
 //! A request goes through named steps, each of which can refuse it with a [`Rejection`]:
-//! find the source and event → check credentials → rate limit → check the content type and
+//! find the source → check the client's address → find the event → check credentials → rate limit → check the content type and
 //! declared length → read the body (limit, deadline) → verify the signature over the raw bytes →
-//! validate the JSON → derive the event's identity → skip a duplicate → reach
+//! validate the JSON (and its schema) → derive the event's identity → skip a duplicate → reach
 //! the durability point of the source's ack mode. Only then is it answered 2xx.
 //! Every request ends in [`report`], which writes its one log line and moves its metrics.
 
@@ -27,6 +27,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::auth::Unverified;
+use crate::client_ip::{self, IpRanges};
 use crate::config::{AckMode, Config};
 use crate::event::Event;
 use crate::health::Health;
@@ -35,6 +36,7 @@ use crate::json;
 use crate::metrics::{Metrics, SourceMetrics, UNKNOWN_SOURCE};
 use crate::publisher::{self, Ack, PublishError, Publisher, Record};
 use crate::retry::MIN_RETRY_AFTER;
+use crate::schema::{SchemaMode, Violation};
 use crate::source::{EventChoice, EventFilter, Source};
 use crate::spool::{codec, Entry, Spool, SpoolError};
 use crate::topics::Topics;
@@ -61,6 +63,8 @@ pub struct Ingress {
     body_timeout: Duration,
     broker_timeout: Duration,
     max_json_depth: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    trusted_proxies: IpRanges,
     /// Partitions, replication and timeout for topics created on first use, when allowed.
     create_topics: Option<(i32, i32, Duration)>,
 }
@@ -106,6 +110,7 @@ impl Ingress {
             idempotency,
             body_timeout: config.body_timeout(),
             max_json_depth: config.server.max_json_depth,
+            trusted_proxies: config.trusted_proxies.clone(),
             broker_timeout: config.broker_timeout(),
             create_topics: config.kafka.create_topics.then_some((
                 config.kafka.topic_partitions,
@@ -221,6 +226,8 @@ struct Delivered {
     bytes: usize,
     /// The source's success status.
     status: StatusCode,
+    /// Where the body failed its schema, in `observe` mode.
+    schema_violation: Option<Violation>,
 }
 
 async fn accept(
@@ -233,6 +240,16 @@ async fn accept(
 ) -> Result<Delivered, Rejection> {
     let source = &entry.source;
     let deadline = tokio::time::Instant::now() + ingress.body_timeout;
+    if let Some(allowed) = &source.allow_ips {
+        let client = client_ip::client_ip(
+            request.peer_addr(),
+            request.headers(),
+            &ingress.trusted_proxies,
+        );
+        if !client.is_some_and(|address| allowed.contains(address)) {
+            return Err(Rejection::ForbiddenIp);
+        }
+    }
     let event_choice = source.event_type(event).ok_or(Rejection::UnknownEvent)?;
 
     source
@@ -290,6 +307,18 @@ async fn accept(
                 })?
         }
     };
+    let schema_violation = match &source.schemas {
+        Some(schemas) => match schemas
+            .check(&event_type, body.bytes())
+            .map_err(Rejection::InvalidJson)?
+        {
+            Some(violation) if schemas.mode == SchemaMode::Enforce => {
+                return Err(Rejection::SchemaViolation(violation))
+            }
+            observed => observed,
+        },
+        None => None,
+    };
     let event = Event::new(
         source,
         event_type,
@@ -314,6 +343,7 @@ async fn accept(
             duplicate: true,
             bytes: body.bytes().len(),
             status: source.success_status,
+            schema_violation,
         });
     }
 
@@ -403,6 +433,7 @@ async fn accept(
         duplicate: false,
         bytes: body.bytes().len(),
         status: source.success_status,
+        schema_violation,
     })
 }
 
@@ -453,10 +484,16 @@ fn report(
                 } else {
                     entry.metrics.accepted.inc();
                 }
+                if delivered.schema_violation.is_some() {
+                    entry.metrics.schema_violations.inc();
+                }
             }
             accepted_response(delivered)
         }
         Err(rejection) => {
+            if let (Some(entry), Rejection::SchemaViolation(_)) = (entry, rejection) {
+                entry.metrics.schema_violations.inc();
+            }
             ingress.metrics.rejection(source_label, rejection.code());
             rejection.response()
         }
@@ -488,6 +525,10 @@ fn report(
             topic = delivered.topic.as_str(),
             bytes = delivered.bytes,
             latency_ms,
+            schema_violation = delivered
+                .schema_violation
+                .as_ref()
+                .map(|violation| violation.pointer.as_str()),
             "{}",
             if delivered.duplicate {
                 "duplicate"
@@ -510,6 +551,10 @@ fn report(
             path,
             status,
             code = rejection.code(),
+            schema_violation = match rejection {
+                Rejection::SchemaViolation(violation) => Some(violation.pointer.as_str()),
+                _ => None,
+            },
             latency_ms,
             "refused"
         ),

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::json::JsonError;
+use crate::schema::Violation;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -28,6 +29,8 @@ pub enum Rejection {
     MethodNotAllowed,
     #[error(transparent)]
     Unauthorized(AuthError),
+    #[error("client address not allowed")]
+    ForbiddenIp,
     #[error("unsupported content type")]
     UnsupportedMediaType { accepted: String },
     #[error("body too large")]
@@ -40,6 +43,8 @@ pub enum Rejection {
     InvalidJson(JsonError),
     #[error("event type unusable")]
     InvalidEventType,
+    #[error("body fails the JSON Schema at {0}")]
+    SchemaViolation(Violation),
     #[error("relay not ready")]
     NotReady { retry_after: u64 },
     #[error("producer queue full")]
@@ -72,12 +77,14 @@ impl Rejection {
             }
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Rejection::ForbiddenIp => StatusCode::FORBIDDEN,
             Rejection::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Rejection::IncompleteBody | Rejection::InvalidJson(_) | Rejection::InvalidEventType => {
                 StatusCode::BAD_REQUEST
             }
+            Rejection::SchemaViolation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Rejection::NotReady { .. }
             | Rejection::QueueFull { .. }
@@ -99,6 +106,7 @@ impl Rejection {
             Rejection::Unauthorized(AuthError::MissingSignature) => "missing_signature",
             Rejection::Unauthorized(AuthError::InvalidSignature) => "invalid_signature",
             Rejection::Unauthorized(AuthError::StaleTimestamp) => "stale_timestamp",
+            Rejection::ForbiddenIp => "forbidden_ip",
             Rejection::UnsupportedMediaType { .. } => "unsupported_media_type",
             Rejection::PayloadTooLarge { .. } => "payload_too_large",
             Rejection::BodyTimeout { .. } => "body_timeout",
@@ -106,6 +114,7 @@ impl Rejection {
             Rejection::InvalidJson(JsonError::Empty) => "empty_body",
             Rejection::InvalidJson(_) => "invalid_json",
             Rejection::InvalidEventType => "invalid_event_type",
+            Rejection::SchemaViolation(_) => "schema_violation",
             Rejection::NotReady { .. } => "not_ready",
             Rejection::QueueFull { .. } => "queue_full",
             Rejection::KafkaUnavailable { .. } => "kafka_unavailable",
@@ -124,6 +133,9 @@ impl Rejection {
             Rejection::UnknownEvent => "this source does not accept this event type".to_owned(),
             Rejection::MethodNotAllowed => "webhooks must be sent with POST".to_owned(),
             Rejection::Unauthorized(error) => error.to_string(),
+            Rejection::ForbiddenIp => {
+                "this source does not accept requests from the client's address".to_owned()
+            }
             Rejection::UnsupportedMediaType { accepted } => {
                 format!("the Content-Type must be one of: {accepted}")
             }
@@ -142,6 +154,9 @@ impl Rejection {
                 "the event type named by the sender is longer than {} characters",
                 crate::source::MAX_EVENT_LEN
             ),
+            Rejection::SchemaViolation(violation) => {
+                format!("the body does not match this event's JSON Schema at {violation}")
+            }
             Rejection::NotReady { .. } => {
                 "the relay cannot reach its durability point right now; retry later".to_owned()
             }
@@ -182,6 +197,7 @@ impl Rejection {
             self,
             Rejection::InvalidJson(_)
                 | Rejection::InvalidEventType
+                | Rejection::SchemaViolation(_)
                 | Rejection::NotReady { .. }
                 | Rejection::QueueFull { .. }
                 | Rejection::KafkaUnavailable { .. }

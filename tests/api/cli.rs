@@ -77,6 +77,10 @@ fn check_config_names_the_key_and_reason_of_each_problem() {
         ("forwarded signature header", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"github\", secrets = [\"env:HOOKRELAY_TEST_TOKEN\"] }\nforward_headers = [\"X-Hub-Signature-256\"]"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.forward_headers[0]: \"X-Hub-Signature-256\" carries credentials or a signature and is never forwarded"),
         ("forwarded authorization", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"none\" }\nforward_headers = [\"Authorization\"]"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.forward_headers[0]: \"Authorization\" carries credentials"),
         ("bad event_from", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"none\" }\nevent_from = \"type\""), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.event_from: \"type\" is not a JSON pointer"),
+        ("bad allow_ips network", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"none\" }\nallow_ips = [\"10.0.0.0/8\", \"10.0.0.0/33\"]"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.allow_ips[1]: \"10.0.0.0/33\" is not a network"),
+        ("empty allow_ips", GOOD.replace("auth = { type = \"none\" }", "auth = { type = \"none\" }\nallow_ips = []"), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.open.allow_ips: an empty list would refuse every request"),
+        ("bad trusted proxy", format!("[server]\ntrusted_proxies = [\"proxy.internal\"]\n{GOOD}"), &[("HOOKRELAY_TEST_TOKEN", "t")], "server.trusted_proxies[0]: \"proxy.internal\" is not an IP address"),
+        ("missing schema file", GOOD.replace("key = \"/email\"", "key = \"/email\"\nschema = \"no/such/dir/{event}.json\""), &[("HOOKRELAY_TEST_TOKEN", "t")], "sources.tagmango.schema: event course.completed.50: cannot read the schema no/such/dir/course.completed.50.json"),
         ("bad environment override", GOOD.to_owned(), &[("HOOKRELAY_TEST_TOKEN", "t"), ("HOOKRELAY__SERVER__BODY_TIMEOUT_MS", "soon")], "server.body_timeout_ms: "),
     ];
     for (name, text, env, expected) in cases {

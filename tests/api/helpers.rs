@@ -31,6 +31,16 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// The `schema` and `schema_mode` lines of the TagMango source, pointing at the schemas shipped
+/// in `config/schemas/` (an absolute path: a relative one is resolved against the working
+/// directory).
+pub fn schema_settings(mode: &str) -> String {
+    format!(
+        "schema = \"{}/config/schemas/{{source}}/{{event}}.json\"\nschema_mode = \"{mode}\"\n",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
 pub fn sample(event: &str) -> Vec<u8> {
     std::fs::read(repo_path(&format!("samples/tagmango/{event}.json"))).expect("sample exists")
 }
@@ -203,6 +213,8 @@ pub struct Options {
     pub shutdown_timeout_ms: u64,
     /// Extra TOML appended at the end (more sources, `[kafka.options]`).
     pub extra: String,
+    /// Extra TOML appended inside `[server]` (`trusted_proxies = [...]`).
+    pub server_extra: String,
     /// Create topics at start (tansu); the MockCluster has no topic admin API.
     pub create_topics: bool,
     pub spool_max_bytes: u64,
@@ -218,6 +230,7 @@ impl Default for Options {
             broker_timeout_ms: 5_000,
             shutdown_timeout_ms: 5_000,
             extra: String::new(),
+            server_extra: String::new(),
             create_topics: true,
             spool_max_bytes: 64 * 1024 * 1024,
         }
@@ -253,6 +266,7 @@ max_body_bytes = {max_body_bytes}
 body_timeout_ms = {body_timeout_ms}
 shutdown_timeout_ms = {shutdown_timeout_ms}
 workers = 2
+{server_extra}
 
 [kafka]
 brokers = "{brokers}"
@@ -290,6 +304,7 @@ key = "/email"
             spool_dir = dir.path().join("spool").display(),
             spool_max_bytes = options.spool_max_bytes,
             extra = options.extra,
+            server_extra = options.server_extra,
         );
         let path = dir.path().join("hookrelay.toml");
         std::fs::write(&path, text).expect("config file");

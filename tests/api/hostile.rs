@@ -29,8 +29,8 @@ fn cases() -> Vec<Case> {
             "lone surrogate",
             br#"{"a":"\ud800"}"#.to_vec(),
             json,
-            200,
-            None,
+            400,
+            Some("invalid_json"),
         ),
         (
             "duplicate keys",

@@ -4,12 +4,15 @@
 #![allow(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 
+mod allowlist;
 mod auth;
 mod cli;
 mod delivery;
 mod helpers;
 mod hostile;
+mod logs;
 mod observability;
 mod publish;
 mod refusals;
+mod schema;
 mod spool;
