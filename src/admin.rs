@@ -13,13 +13,16 @@ pub struct Admin {
     pub health: Arc<Health>,
     pub metrics: Metrics,
     pub spool: Option<Arc<crate::spool::Shared>>,
+    /// Where `POST /-/reload` asks the running relay to reload its configuration.
+    pub reload: tokio::sync::mpsc::Sender<crate::reload::ReloadRequest>,
 }
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+        .route("/metrics", web::get().to(metrics))
+        .route("/-/reload", web::post().to(reload));
 }
 
 /// The process is alive and serving HTTP.
@@ -35,6 +38,22 @@ async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable()
             .json(json!({ "status": "not_ready", "reasons": reasons }))
+    }
+}
+
+/// Re-reads the configuration file (as SIGHUP does); 200 with what needs a restart, or 422 with
+/// why the new configuration was refused (the old one stays).
+async fn reload(admin: web::Data<Admin>) -> HttpResponse {
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    if admin.reload.send(reply).await.is_err() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "failed", "reason": "shutting down" }));
+    }
+    match outcome.await {
+        Ok(outcome) if outcome.reason.is_none() => HttpResponse::Ok().json(outcome),
+        Ok(outcome) => HttpResponse::UnprocessableEntity().json(outcome),
+        Err(_) => HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "failed", "reason": "shutting down" })),
     }
 }
 

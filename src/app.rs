@@ -18,6 +18,7 @@ use crate::idempotency::Idempotency;
 use crate::ingress::{self, Ingress};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::publisher::Publisher;
+use crate::reload::{ReloadRequest, Reloader};
 use crate::spool::{Spool, SpoolParts, SpoolThreads};
 use crate::topics::{Topics, Watcher};
 
@@ -54,6 +55,9 @@ pub struct Application {
     health: Arc<Health>,
     watcher: Watcher,
     spool: Option<(Spool, SpoolThreads)>,
+    reloader: Reloader,
+    reload_requests: tokio::sync::mpsc::Receiver<ReloadRequest>,
+    reload_sender: tokio::sync::mpsc::Sender<ReloadRequest>,
 }
 
 impl Application {
@@ -146,7 +150,6 @@ impl Application {
 
         let ingress_state = web::Data::new(Ingress::new(
             &config,
-            &source_metrics,
             publisher.clone(),
             topics.clone(),
             health.clone(),
@@ -160,6 +163,7 @@ impl Application {
             n => n,
         };
         let shutdown_secs = config.shutdown_timeout().as_secs().max(1);
+        let reload_target = ingress_state.clone();
         let ingress = HttpServer::new(move || {
             App::new()
                 .app_data(ingress_state.clone())
@@ -175,10 +179,20 @@ impl Application {
         })?
         .run();
 
+        let (reload, reload_requests) = tokio::sync::mpsc::channel(4);
+        let reloader = Reloader {
+            path: config.path.clone().unwrap_or_default(),
+            started: config.clone(),
+            ingress: reload_target,
+            topics: topics.clone(),
+            publisher: publisher.clone(),
+            success: metrics.reload_success.clone(),
+        };
         let admin_state = web::Data::new(Admin {
             health: health.clone(),
             metrics,
             spool: spool.as_ref().map(|(spool, _)| spool.shared().clone()),
+            reload: reload.clone(),
         });
         let (admin_listener, admin_port) = bind(config.server.admin_listen)?;
         let admin = HttpServer::new(move || {
@@ -214,6 +228,9 @@ impl Application {
             health,
             watcher,
             spool,
+            reloader,
+            reload_requests,
+            reload_sender: reload,
         })
     }
 
@@ -230,7 +247,7 @@ impl Application {
     /// Serves until `stop` completes, then shuts down in order and returns the number of
     /// `memory`-mode records that were still not acknowledged by Kafka at the deadline (spooled
     /// records not yet delivered stay in the spool for the next start).
-    pub async fn run_until(self, stop: impl Future<Output = ()>) -> std::io::Result<u64> {
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>) -> std::io::Result<u64> {
         let ingress_handle = self.ingress.handle();
         let admin_handle = self.admin.handle();
         let mut ingress_task = tokio::spawn(self.ingress);
@@ -243,11 +260,40 @@ impl Application {
             "hookrelay is serving"
         );
 
-        tokio::select! {
-            () = stop => {}
-            result = &mut ingress_task => {
-                tracing::error!(?result, "the ingress server stopped on its own");
+        // SIGHUP asks for a reload the same way `POST /-/reload` does.
+        let hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                let requests = self.reload_sender.clone();
+                Some(tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        tracing::info!("SIGHUP received: reloading the configuration");
+                        let (reply, _) = tokio::sync::oneshot::channel();
+                        if requests.send(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                }))
             }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; reload with POST /-/reload");
+                None
+            }
+        };
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                result = &mut ingress_task => {
+                    tracing::error!(?result, "the ingress server stopped on its own");
+                    break;
+                }
+                Some(reply) = self.reload_requests.recv() => {
+                    let _ = reply.send(self.reloader.reload().await);
+                }
+            }
+        }
+        if let Some(hangups) = hangups {
+            hangups.abort();
         }
 
         let started = Instant::now();

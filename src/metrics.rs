@@ -31,6 +31,7 @@ pub const KAFKA_QUEUE_MESSAGES: &str = "hookrelay_kafka_producer_queue_messages"
 pub const KAFKA_QUEUE_BYTES: &str = "hookrelay_kafka_producer_queue_bytes";
 pub const KAFKA_BROKER_RTT_SECONDS: &str = "hookrelay_kafka_broker_rtt_seconds";
 pub const KAFKA_BROKER_UP: &str = "hookrelay_kafka_broker_up";
+pub const CONFIG_RELOAD_SUCCESS: &str = "hookrelay_config_reload_success";
 pub const READY: &str = "hookrelay_ready";
 pub const BUILD_INFO: &str = "hookrelay_build_info";
 
@@ -64,6 +65,7 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub kafka: KafkaMetrics,
     schema_violations: IntCounterVec,
+    pub reload_success: IntGauge,
     pub ready: IntGauge,
     pub spool_records: IntGauge,
     pub spool_bytes: IntGauge,
@@ -211,6 +213,13 @@ impl Metrics {
         register(Box::new(kafka.queue_bytes.clone()));
         register(Box::new(kafka.broker_rtt_seconds.clone()));
         register(Box::new(kafka.broker_up.clone()));
+        let reload_success = IntGauge::new(
+            CONFIG_RELOAD_SUCCESS,
+            "1 when the last configuration reload succeeded (or none was tried), 0 when it was refused.",
+        )
+        .expect("metric definitions are static and valid");
+        register(Box::new(reload_success.clone()));
+        reload_success.set(1);
         let ready = IntGauge::new(READY, "1 while the relay accepts webhooks, else 0.")
             .expect("metric definitions are static and valid");
         register(Box::new(ready.clone()));
@@ -273,6 +282,7 @@ impl Metrics {
             in_flight,
             kafka,
             schema_violations,
+            reload_success,
             ready,
             spool_records,
             spool_bytes,

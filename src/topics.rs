@@ -21,20 +21,31 @@ const REFRESH_UNHEALTHY: Duration = Duration::from_secs(1);
 
 pub struct Topics {
     /// Topics the configuration names; all must exist for the relay to be ready.
-    required: Vec<String>,
+    required: RwLock<Vec<String>>,
     known: RwLock<HashSet<String>>,
 }
 
 impl Topics {
     pub fn new(required: Vec<String>) -> Topics {
         Topics {
-            required,
+            required: RwLock::new(required),
             known: RwLock::new(HashSet::new()),
         }
     }
 
-    pub fn required(&self) -> &[String] {
-        &self.required
+    pub fn required(&self) -> Vec<String> {
+        self.required
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    /// After a configuration reload: the topics the new configuration names.
+    pub fn set_required(&self, required: Vec<String>) {
+        *self
+            .required
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = required;
     }
 
     pub fn exists(&self, topic: &str) -> bool {
@@ -54,7 +65,7 @@ impl Topics {
     /// Replaces the known set with fresh metadata and returns the required topics it lacks.
     pub fn refresh(&self, names: HashSet<String>) -> Vec<String> {
         let missing = self
-            .required
+            .required()
             .iter()
             .filter(|topic| !names.contains(*topic))
             .cloned()

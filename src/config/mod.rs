@@ -42,6 +42,8 @@ pub struct Config {
     pub sources: Vec<Source>,
     /// `server.trusted_proxies`, parsed.
     pub trusted_proxies: IpRanges,
+    /// The file this configuration was read from (what a reload reads again).
+    pub path: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -57,7 +59,9 @@ impl Config {
             .merge(Toml::file(path))
             .merge(Env::prefixed(ENV_PREFIX).split("__"));
         let settings: Settings = figment.extract().map_err(ConfigErrors::from_figment)?;
-        Config::from_settings(settings)
+        let mut config = Config::from_settings(settings)?;
+        config.path = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Validates parsed settings: addresses, limits, sources, secrets.
@@ -128,6 +132,7 @@ impl Config {
             telemetry: settings.telemetry,
             sources,
             trusted_proxies,
+            path: None,
         })
     }
 

@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 pub use problem::{Rejection, PROBLEM_CONTENT_TYPE};
 
+use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
@@ -53,13 +54,19 @@ pub struct SourceEntry {
 
 /// What the ingress handlers share.
 pub struct Ingress {
-    sources: HashMap<String, SourceEntry>,
+    /// Replaced whole by a configuration reload; a request keeps the version it started with.
+    live: ArcSwap<Live>,
     publisher: Arc<Publisher>,
     topics: Arc<Topics>,
     health: Arc<Health>,
     metrics: Metrics,
     spool: Option<Spool>,
     idempotency: Arc<Idempotency>,
+}
+
+/// The part of the ingress that a configuration reload replaces.
+pub struct Live {
+    sources: HashMap<String, SourceEntry>,
     body_timeout: Duration,
     broker_timeout: Duration,
     max_json_depth: usize,
@@ -70,10 +77,8 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &Config,
-        sources: &HashMap<String, Arc<SourceMetrics>>,
         publisher: Arc<Publisher>,
         topics: Arc<Topics>,
         health: Arc<Health>,
@@ -81,15 +86,42 @@ impl Ingress {
         spool: Option<Spool>,
         idempotency: Arc<Idempotency>,
     ) -> Ingress {
+        Ingress {
+            live: ArcSwap::from_pointee(Live::new(config, &metrics)),
+            publisher,
+            topics,
+            health,
+            metrics,
+            spool,
+            idempotency,
+        }
+    }
+
+    /// Switches to a new configuration's sources, secrets and limits without dropping a request.
+    /// Refuses (keeping the current one) when the new configuration needs what only a restart
+    /// gives: a spool that is not open.
+    pub fn reload(&self, config: &Config) -> Result<(), String> {
+        if self.spool.is_none() {
+            if let Some(source) = config.sources.iter().find(|s| s.ack == AckMode::Spool) {
+                return Err(format!(
+                    "source {} acks on the spool, which this process has not opened: restart to enable it",
+                    source.name
+                ));
+            }
+        }
+        self.live.store(Arc::new(Live::new(config, &self.metrics)));
+        Ok(())
+    }
+}
+
+impl Live {
+    fn new(config: &Config, metrics: &Metrics) -> Live {
         let sources = config
             .sources
             .iter()
             .map(|source| {
                 let entry = SourceEntry {
-                    metrics: sources
-                        .get(source.name.as_str())
-                        .cloned()
-                        .unwrap_or_else(|| metrics.source(source.name.as_str())),
+                    metrics: metrics.source(source.name.as_str()),
                     limiter: source.rate_limit.map(|limit| {
                         RateLimiter::direct(
                             Quota::per_second(limit.per_second).allow_burst(limit.burst),
@@ -100,14 +132,8 @@ impl Ingress {
                 (source.name.as_str().to_owned(), entry)
             })
             .collect();
-        Ingress {
+        Live {
             sources,
-            publisher,
-            topics,
-            health,
-            metrics,
-            spool,
-            idempotency,
             body_timeout: config.body_timeout(),
             max_json_depth: config.server.max_json_depth,
             trusted_proxies: config.trusted_proxies.clone(),
@@ -188,10 +214,11 @@ async fn handle(
     started: Instant,
 ) -> HttpResponse {
     let report = |entry, outcome| report(ingress, request, request_id, started, entry, outcome);
+    let live = ingress.live.load();
     let Some(path) = HookPath::parse(request.path()) else {
         return report(None, Err(Rejection::NotFound));
     };
-    let entry = ingress.sources.get(path.source);
+    let entry = live.sources.get(path.source);
     if request.method() != Method::POST {
         return report(entry, Err(Rejection::MethodNotAllowed));
     }
@@ -199,7 +226,10 @@ async fn handle(
         return report(None, Err(Rejection::UnknownSource));
     };
     let received = SystemTime::now();
-    let outcome = accept(request, path.event, payload, ingress, entry, received).await;
+    let outcome = accept(
+        request, path.event, payload, ingress, &live, entry, received,
+    )
+    .await;
     report(Some(entry), outcome)
 }
 
@@ -230,21 +260,23 @@ struct Delivered {
     schema_violation: Option<Violation>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept(
     request: &HttpRequest,
     event: Option<&str>,
     mut payload: Payload,
     ingress: &Ingress,
+    live: &Live,
     entry: &SourceEntry,
     received: SystemTime,
 ) -> Result<Delivered, Rejection> {
     let source = &entry.source;
-    let deadline = tokio::time::Instant::now() + ingress.body_timeout;
+    let deadline = tokio::time::Instant::now() + live.body_timeout;
     if let Some(allowed) = &source.allow_ips {
         let client = client_ip::client_ip(
             request.peer_addr(),
             request.headers(),
-            &ingress.trusted_proxies,
+            &live.trusted_proxies,
         );
         if !client.is_some_and(|address| allowed.contains(address)) {
             return Err(Rejection::ForbiddenIp);
@@ -284,7 +316,7 @@ async fn accept(
         .map_err(|error| match error {
             body::BodyError::TooLarge => Rejection::PayloadTooLarge { limit },
             body::BodyError::TimedOut => Rejection::BodyTimeout {
-                timeout: ingress.body_timeout,
+                timeout: live.body_timeout,
             },
             body::BodyError::Incomplete => Rejection::IncompleteBody,
         })?;
@@ -295,7 +327,7 @@ async fn accept(
         .verify(request, Unverified::new(body), received)
         .map_err(Rejection::Unauthorized)?;
     let document = json::validate(body.bytes()).map_err(Rejection::InvalidJson)?;
-    json::check_depth(body.bytes(), ingress.max_json_depth).map_err(Rejection::InvalidJson)?;
+    json::check_depth(body.bytes(), live.max_json_depth).map_err(Rejection::InvalidJson)?;
     let event_type = match event_choice {
         EventChoice::Decided(event) => event,
         EventChoice::FromSender => {
@@ -329,7 +361,7 @@ async fn accept(
     );
     let topic = source.topic.render(&source.name, &event.event_type);
     if matches!(source.events, EventFilter::Any) {
-        ensure_topic(ingress, &topic).await?;
+        ensure_topic(ingress, live, &topic).await?;
     }
 
     if ingress
@@ -407,7 +439,7 @@ async fn accept(
             } else {
                 ingress
                     .publisher
-                    .deliver(record, &entry.metrics, ingress.broker_timeout)
+                    .deliver(record, &entry.metrics, live.broker_timeout)
                     .await
                     .map(Some)
             }
@@ -439,11 +471,11 @@ async fn accept(
 
 /// For sources that accept any event: the event's topic must exist (or be created, when the
 /// configuration allows), or the event would wait in the producer queue and then be lost.
-async fn ensure_topic(ingress: &Ingress, topic: &str) -> Result<(), Rejection> {
+async fn ensure_topic(ingress: &Ingress, live: &Live, topic: &str) -> Result<(), Rejection> {
     if ingress.topics.exists(topic) {
         return Ok(());
     }
-    let Some((partitions, replication, timeout)) = ingress.create_topics else {
+    let Some((partitions, replication, timeout)) = live.create_topics else {
         return Err(Rejection::UnknownEvent);
     };
     let names = [topic.to_owned()];

@@ -14,5 +14,6 @@ mod logs;
 mod observability;
 mod publish;
 mod refusals;
+mod reload;
 mod schema;
 mod spool;

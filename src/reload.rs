@@ -1,0 +1,170 @@
+//! Configuration reload (SIGHUP, or `POST /-/reload` on the admin listener).
+//!
+//! The file is read and checked exactly as at start. A configuration that fails its checks, or
+//! that needs what this process cannot give it (a spool that is not open, topics that do not
+//! exist), is refused: the relay keeps serving with the configuration it has, logs why, and sets
+//! `hookrelay_config_reload_success` to 0. Otherwise sources, secrets, limits, schemas and timeouts
+//! switch at once; requests in flight finish with the configuration they started with.
+//! Settings only a restart can apply (listeners, workers, Kafka connection, spool location,
+//! logging, deduplication windows) are reported, and keep their running values.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::ingress::Ingress;
+use crate::publisher::Publisher;
+use crate::topics::Topics;
+
+/// A reload asked for over HTTP, answered with its outcome.
+pub type ReloadRequest = oneshot::Sender<ReloadOutcome>;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    /// `reloaded` or `failed`.
+    pub status: &'static str,
+    /// Changed keys that only take effect after a restart.
+    pub restart_required: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What a reload needs from the running relay.
+pub struct Reloader {
+    pub path: PathBuf,
+    /// The configuration the process started with (what its listeners, producer and spool use).
+    pub started: Config,
+    pub ingress: actix_web::web::Data<Ingress>,
+    pub topics: Arc<Topics>,
+    pub publisher: Arc<Publisher>,
+    pub success: prometheus::IntGauge,
+}
+
+impl Reloader {
+    pub async fn reload(&self) -> ReloadOutcome {
+        let outcome = match self.try_reload().await {
+            Ok(restart_required) => ReloadOutcome {
+                status: "reloaded",
+                restart_required,
+                reason: None,
+            },
+            Err(reason) => ReloadOutcome {
+                status: "failed",
+                restart_required: Vec::new(),
+                reason: Some(reason),
+            },
+        };
+        match &outcome.reason {
+            None => {
+                self.success.set(1);
+                tracing::info!(
+                    restart_required = outcome.restart_required.join(", "),
+                    "configuration reloaded"
+                );
+            }
+            Some(reason) => {
+                self.success.set(0);
+                tracing::error!(
+                    reason,
+                    "configuration reload refused; serving with the previous configuration"
+                );
+            }
+        }
+        outcome
+    }
+
+    async fn try_reload(&self) -> Result<Vec<String>, String> {
+        let config = Config::load(&self.path).map_err(|errors| errors.to_string())?;
+        let mut required: Vec<String> = config
+            .sources
+            .iter()
+            .filter_map(|source| source.known_topics())
+            .flatten()
+            .collect();
+        required.sort();
+        required.dedup();
+        let missing: Vec<String> = required
+            .iter()
+            .filter(|topic| !self.topics.exists(topic))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            if !self.started.kafka.create_topics {
+                return Err(format!(
+                    "these Kafka topics do not exist: {}",
+                    missing.join(", ")
+                ));
+            }
+            let kafka = &self.started.kafka;
+            self.publisher
+                .create_topics(
+                    &missing,
+                    kafka.topic_partitions,
+                    kafka.topic_replication,
+                    self.started.metadata_timeout(),
+                )
+                .await?;
+            for topic in &missing {
+                self.topics.insert(topic.clone());
+            }
+        }
+        self.ingress.reload(&config)?;
+        self.topics.set_required(required);
+        Ok(restart_required(&self.started, &config))
+    }
+}
+
+/// The keys whose new values only a restart applies.
+pub fn restart_required(running: &Config, new: &Config) -> Vec<String> {
+    let mut keys = BTreeSet::new();
+    let mut check = |key: &str, changed: bool| {
+        if changed {
+            keys.insert(key.to_owned());
+        }
+    };
+    let (a, b) = (&running.server, &new.server);
+    check("server.listen", a.listen != b.listen);
+    check("server.admin_listen", a.admin_listen != b.admin_listen);
+    check("server.workers", a.workers != b.workers);
+    check(
+        "server.shutdown_timeout_ms",
+        a.shutdown_timeout_ms != b.shutdown_timeout_ms,
+    );
+    let (a, b) = (&running.kafka, &new.kafka);
+    check("kafka.brokers", a.brokers != b.brokers);
+    check("kafka.client_id", a.client_id != b.client_id);
+    check("kafka.options", a.options != b.options);
+    check("kafka.create_topics", a.create_topics != b.create_topics);
+    check(
+        "kafka.metadata_timeout_ms",
+        a.metadata_timeout_ms != b.metadata_timeout_ms,
+    );
+    let (a, b) = (&running.delivery, &new.delivery);
+    check("delivery.spool_dir", a.spool_dir != b.spool_dir);
+    check(
+        "delivery.spool_max_bytes",
+        a.spool_max_bytes != b.spool_max_bytes,
+    );
+    let (a, b) = (&running.telemetry, &new.telemetry);
+    check("telemetry.format", a.format != b.format);
+    check("telemetry.level", a.level != b.level);
+    for source in &new.sources {
+        let before = running
+            .sources
+            .iter()
+            .find(|old| old.name == source.name)
+            .and_then(|old| old.dedup);
+        let window = |dedup: Option<crate::source::DedupWindow>| {
+            dedup.map(|window| (window.ttl, window.max_entries))
+        };
+        check(
+            &format!("sources.{}.idempotency", source.name),
+            window(before) != window(source.dedup),
+        );
+    }
+    keys.into_iter().collect()
+}
