@@ -479,3 +479,71 @@ async fn injected_produce_errors_and_a_slow_broker_lose_nothing_and_keep_per_key
         );
     }
 }
+
+#[tokio::test]
+async fn shutdown_leaves_undelivered_events_in_the_spool_and_the_next_start_delivers_them() {
+    let broker = PrivateBroker::start();
+    let config = TestConfig::new(&Options {
+        shutdown_timeout_ms: 2_000,
+        ..spool_options(&broker.address)
+    });
+    let address = format!("127.0.0.1:{}", config.ingress_port());
+    let mut relay = spawn_relay(&config);
+    tokio::task::spawn_blocking({
+        let address = address.clone();
+        move || wait_for_port(&address, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    broker.pause();
+    let (accepted, refused) = post_many(&format!("http://{address}"), 200, 10).await;
+    assert!(refused.is_empty(), "{refused:?}");
+
+    let stopping = Instant::now();
+    // SAFETY: signalling our own child process.
+    assert_eq!(
+        unsafe { libc::kill(relay.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = tokio::task::spawn_blocking(move || relay.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a clean exit: the spool keeps what Kafka did not take"
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "stopped within the deadline"
+    );
+    let left = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["spool", "status", "--config"])
+        .arg(&config.path)
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&left.stdout).into_owned();
+    assert!(
+        !left.contains("records:     0\n"),
+        "events wait in the spool: {left}"
+    );
+
+    broker.resume();
+    let mut relay = spawn_relay(&config);
+    let expected: HashSet<String> = accepted.into_iter().collect();
+    let topic = config.topic("course.completed.50");
+    let brokers = broker.address.clone();
+    let seen = tokio::task::spawn_blocking({
+        let expected = expected.clone();
+        move || wait_for_ids(&brokers, &topic, &expected, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    let missing = expected.iter().filter(|id| !seen.contains_key(*id)).count();
+    assert_eq!(
+        missing, 0,
+        "{missing} events left in the spool were never delivered"
+    );
+}
