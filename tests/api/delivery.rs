@@ -94,15 +94,7 @@ async fn readiness_is_reported_and_metrics_count_requests_by_source_and_status()
         401
     );
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.admin_address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("hookrelay_http_requests_total{source=\"tagmango\",status=\"200\"} 3"),
         "{metrics}"

@@ -408,6 +408,18 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A scrape of the admin listener's `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.admin_address))
+            .send()
+            .await
+            .expect("metrics answered")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub fn socket_address(&self) -> SocketAddr {
         self.address
             .trim_start_matches("http://")

@@ -18,14 +18,7 @@ fn promtool() -> Command {
 }
 
 async fn scrape(app: &crate::helpers::TestApp) -> String {
-    app.client
-        .get(format!("{}/metrics", app.admin_address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    app.metrics().await
 }
 
 /// The value of one series, by its exact text (`name{labels}`).

@@ -16,14 +16,7 @@ async fn spawn_with_schemas(mode: &str) -> TestApp {
 }
 
 async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(format!("{}/metrics", app.admin_address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    app.metrics().await
 }
 
 #[tokio::test]

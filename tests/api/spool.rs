@@ -181,15 +181,7 @@ async fn a_full_spool_refuses_with_503_and_accepts_again_when_kafka_returns() {
         .unwrap();
     assert!((1..=300).contains(&retry_after));
     assert_problem(response, 503, "spool_full").await;
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.admin_address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("hookrelay_spool_records "), "{metrics}");
 
     broker.resume();
@@ -312,15 +304,7 @@ async fn a_duplicate_is_published_once_even_across_a_restart() {
             .await
             .unwrap();
     assert_eq!(records.len(), 1);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.admin_address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("hookrelay_duplicates_total{source=\"tagmango\"} 1"),
         "{metrics}"
