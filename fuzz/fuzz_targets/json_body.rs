@@ -17,7 +17,16 @@ use libfuzzer_sys::fuzz_target;
 const SERDE_JSON_MAX_DEPTH: usize = 127;
 
 const POINTERS: &[&str] = &[
-    "/", "/email", "/id", "/type", "/event/type", "/a/0", "/a~1b/1", "/0", "/items/10/x", "/~0",
+    "/",
+    "/email",
+    "/id",
+    "/type",
+    "/event/type",
+    "/a/0",
+    "/a~1b/1",
+    "/0",
+    "/items/10/x",
+    "/~0",
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -29,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(document) = validated else {
         return;
     };
-    assert_eq!(document.get().as_bytes(), data.trim_ascii(), "the document is the body");
+    assert_eq!(
+        document.get().as_bytes(),
+        data.trim_ascii(),
+        "the document is the body"
+    );
 
     if depth.is_ok() {
         match serde_json::from_slice::<serde_json::Value>(data) {

@@ -23,12 +23,11 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
 use hookrelay::auth::hmac::{self, HmacScheme, SignedContent};
+use hookrelay::auth::Algorithm;
 use hookrelay::auth::{
     github, shopify, slack, standard_webhooks, stripe, AuthError, Authenticator, BasicAuth,
-    Encoding, Preset, StandardWebhooksScheme, StripeScheme, TokenAuth, TokenLocation,
-    Unverified,
+    Encoding, Preset, StandardWebhooksScheme, StripeScheme, TokenAuth, TokenLocation, Unverified,
 };
-use hookrelay::auth::Algorithm;
 use hookrelay::config::Secret;
 
 const TOLERANCE_SECS: u64 = 300;
@@ -69,8 +68,8 @@ fn token() -> Vec<Secret> {
 
 /// One authenticator per scheme, and whether it signs a timestamp.
 fn authenticators() -> Vec<(Authenticator, bool)> {
-    let generic = |algorithm, encoding, prefix: &str, signed: &str, timestamped: bool| {
-        Authenticator::Hmac {
+    let generic =
+        |algorithm, encoding, prefix: &str, signed: &str, timestamped: bool| Authenticator::Hmac {
             scheme: HmacScheme {
                 header: HeaderName::from_static("x-signature"),
                 algorithm,
@@ -82,8 +81,7 @@ fn authenticators() -> Vec<(Authenticator, bool)> {
                 keys: key(),
             },
             preset: Preset::Generic,
-        }
-    };
+        };
     vec![
         (
             Authenticator::Hmac {
@@ -121,7 +119,13 @@ fn authenticators() -> Vec<(Authenticator, bool)> {
             true,
         ),
         (
-            generic(Algorithm::Sha1, Encoding::Hex, "sha1=", "{timestamp}:{body}", true),
+            generic(
+                Algorithm::Sha1,
+                Encoding::Hex,
+                "sha1=",
+                "{timestamp}:{body}",
+                true,
+            ),
             true,
         ),
         (
@@ -200,7 +204,10 @@ fn check_parsers(value: &str) {
     if let Ok(header) = stripe::parse_header(value) {
         assert!(value.contains(header.timestamp));
         assert!(!header.signatures.is_empty());
-        assert!(header.signatures.iter().all(|signature| !signature.is_empty()));
+        assert!(header
+            .signatures
+            .iter()
+            .all(|signature| !signature.is_empty()));
     }
     if let Ok(signatures) = standard_webhooks::parse_signatures(value) {
         assert!(!signatures.is_empty() && signatures.len() <= 32);
@@ -255,7 +262,11 @@ fuzz_target!(|input: Input<'_>| {
 
     let now = SystemTime::now();
     let skew = Duration::from_secs(input.skew.unsigned_abs().into());
-    let signed_at = if input.skew >= 0 { now + skew } else { now - skew };
+    let signed_at = if input.skew >= 0 {
+        now + skew
+    } else {
+        now - skew
+    };
     let forged = forged_request(&input);
     let body = || Unverified::new(Bytes::copy_from_slice(input.body));
 
@@ -281,7 +292,11 @@ fuzz_target!(|input: Input<'_>| {
             let mut other = input.body.to_vec();
             other.push(b'\n');
             let verified = auth.verify(&request, Unverified::new(Bytes::from(other)), now);
-            assert_eq!(verified.err(), Some(AuthError::InvalidSignature), "{method}");
+            assert_eq!(
+                verified.err(),
+                Some(AuthError::InvalidSignature),
+                "{method}"
+            );
         }
     }
 });
