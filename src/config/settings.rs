@@ -63,7 +63,7 @@ impl Default for ServerSettings {
             body_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
             workers: 0,
-            max_json_depth: 128,
+            max_json_depth: 127,
             trusted_proxies: Vec::new(),
         }
     }
