@@ -31,7 +31,8 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::metrics::{KafkaMetrics, SourceMetrics};
 use crate::retry::DrainRate;
-use crate::spool::{ForwarderEvent, Stored};
+use crate::spool::codec::Decoded;
+use crate::spool::ForwarderEvent;
 use crate::telemetry::Throttle;
 
 /// Where Kafka stored an acknowledged record.
@@ -318,21 +319,16 @@ impl Publisher {
     /// latency metric counts from the time the event was received, not from this send.
     pub fn forward(
         &self,
-        stored: &Stored,
+        stored: &Decoded<'_>,
         source: Option<Arc<SourceMetrics>>,
         seq: u64,
         events: std::sync::mpsc::Sender<ForwarderEvent>,
     ) -> Result<(), PublishError> {
-        let fields: Vec<(&str, &[u8])> = stored
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_slice()))
-            .collect();
         let record = Record {
-            topic: &stored.topic,
-            key: &stored.key,
-            value: &stored.value,
-            headers: headers(&fields),
+            topic: stored.topic,
+            key: stored.key,
+            value: stored.value,
+            headers: headers(&stored.headers),
         };
         let age = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH + Duration::from_millis(stored.received_ms))

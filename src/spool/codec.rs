@@ -134,31 +134,59 @@ impl FrameHeader {
     }
 }
 
-/// Decodes a verified payload.
-pub fn decode(seq: u64, payload: &[u8]) -> Option<Stored> {
+/// A record borrowed from its payload: what the forwarder publishes without copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded<'a> {
+    pub received_ms: u64,
+    pub source: &'a str,
+    pub topic: &'a str,
+    pub key: &'a [u8],
+    pub headers: Vec<(&'a str, &'a [u8])>,
+    pub value: &'a [u8],
+}
+
+/// Decodes a verified payload, borrowing from it.
+pub fn decode_ref(payload: &[u8]) -> Option<Decoded<'_>> {
     let mut cursor = Cursor { bytes: payload };
     if cursor.take(1)?[0] != VERSION {
         return None;
     }
     let received_ms = u64::from_le_bytes(cursor.take(8)?.try_into().ok()?);
-    let source = String::from_utf8(cursor.short()?.to_vec()).ok()?;
-    let topic = String::from_utf8(cursor.short()?.to_vec()).ok()?;
-    let key = cursor.long()?.to_vec();
+    let source = std::str::from_utf8(cursor.short()?).ok()?;
+    let topic = std::str::from_utf8(cursor.short()?).ok()?;
+    let key = cursor.long()?;
     let count = u16::from_le_bytes(cursor.take(2)?.try_into().ok()?);
     let mut headers = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
-        let name = String::from_utf8(cursor.short()?.to_vec()).ok()?;
-        headers.push((name, cursor.long()?.to_vec()));
+        let name = std::str::from_utf8(cursor.short()?).ok()?;
+        headers.push((name, cursor.long()?));
     }
-    let value = cursor.long()?.to_vec();
-    cursor.bytes.is_empty().then_some(Stored {
-        seq,
+    let value = cursor.long()?;
+    cursor.bytes.is_empty().then_some(Decoded {
         received_ms,
         source,
         topic,
         key,
         headers,
         value,
+    })
+}
+
+/// Decodes a verified payload into an owned record.
+pub fn decode(seq: u64, payload: &[u8]) -> Option<Stored> {
+    let decoded = decode_ref(payload)?;
+    Some(Stored {
+        seq,
+        received_ms: decoded.received_ms,
+        source: decoded.source.to_owned(),
+        topic: decoded.topic.to_owned(),
+        key: decoded.key.to_vec(),
+        headers: decoded
+            .headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.to_vec()))
+            .collect(),
+        value: decoded.value.to_vec(),
     })
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 
-use super::{Location, Reader, Shared};
+use super::{codec, Location, Reader, Shared};
 use crate::metrics::SourceMetrics;
 use crate::publisher::{PublishError, Publisher};
 
@@ -56,6 +56,7 @@ struct InFlight {
 
 struct Forwarder {
     shared: Arc<Shared>,
+    checkpoint_file: super::CheckpointFile,
     publisher: Arc<Publisher>,
     sources: HashMap<String, Arc<SourceMetrics>>,
     retries: IntCounter,
@@ -97,7 +98,9 @@ pub(super) fn spawn(
         .unwrap_or_else(|poison| poison.into_inner())
         .clone();
     let reader = Reader::new(shared.dir.clone(), &segments, checkpoint)?;
+    let checkpoint_file = super::CheckpointFile::open(&shared.dir)?;
     let mut forwarder = Forwarder {
+        checkpoint_file,
         shared,
         publisher,
         sources,
@@ -197,16 +200,14 @@ impl Forwarder {
                 },
                 self.reader.next_seq,
             );
-            let Some((location, stored, size)) = self.reader.next()? else {
+            let Some(frame) = self.reader.next()? else {
                 return Ok(());
             };
-            let Some(stored) = stored else {
-                tracing::error!(
-                    seq = before.1,
-                    "spool: a record cannot be decoded; skipping it"
-                );
+            let (location, seq, size) = (frame.location, frame.seq, frame.size);
+            let Some(record) = codec::decode_ref(&frame.payload) else {
+                tracing::error!(seq, "spool: a record cannot be decoded; skipping it");
                 self.window.push_back(InFlight {
-                    seq: before.1,
+                    seq,
                     location,
                     size,
                     received_ms: 0,
@@ -214,12 +215,11 @@ impl Forwarder {
                 });
                 continue;
             };
-            let metrics = self.sources.get(&stored.source).cloned();
-            let seq = stored.seq;
-            let received_ms = stored.received_ms;
+            let metrics = self.sources.get(record.source).cloned();
+            let received_ms = record.received_ms;
             match self
                 .publisher
-                .forward(&stored, metrics, seq, self.events.clone())
+                .forward(&record, metrics, seq, self.events.clone())
             {
                 Ok(()) => self.window.push_back(InFlight {
                     seq,
@@ -276,7 +276,7 @@ impl Forwarder {
         {
             return;
         }
-        match super::write_checkpoint(&self.shared.dir, self.checkpoint) {
+        match self.checkpoint_file.write(self.checkpoint) {
             Ok(()) => {
                 self.persisted = self.checkpoint;
                 self.persisted_at = Instant::now();

@@ -21,7 +21,7 @@ mod forwarder;
 mod writer;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -333,39 +333,86 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(segments)
 }
 
-fn read_checkpoint(dir: &Path) -> io::Result<u64> {
-    match fs::read(dir.join("checkpoint")) {
-        Ok(bytes) if bytes.len() == 12 => {
-            let seq = u64::from_le_bytes(bytes[0..8].try_into().unwrap_or_default());
-            let crc = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
-            if crc32fast::hash(&bytes[0..8]) == crc {
-                Ok(seq)
-            } else {
-                tracing::error!("spool checkpoint is corrupt; re-sending every spooled record");
-                Ok(0)
-            }
-        }
-        Ok(_) => {
-            tracing::error!("spool checkpoint has a wrong size; re-sending every spooled record");
-            Ok(0)
-        }
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(0),
-        Err(error) => Err(error),
-    }
-}
+/// Size of the checkpoint file: two slots in different 512-byte sectors, so that a write torn by
+/// a crash damages at most the slot being written and the other still holds the previous value.
+const CHECKPOINT_FILE_LEN: u64 = 1024;
+const CHECKPOINT_SLOTS: [u64; 2] = [0, 512];
 
-/// Writes the checkpoint atomically: temporary file, fsync, rename, fsync of the directory.
-fn write_checkpoint(dir: &Path, seq: u64) -> io::Result<()> {
+fn encode_checkpoint(seq: u64) -> [u8; 12] {
     let mut bytes = [0u8; 12];
     bytes[0..8].copy_from_slice(&seq.to_le_bytes());
     let crc = crc32fast::hash(&bytes[0..8]);
     bytes[8..12].copy_from_slice(&crc.to_le_bytes());
-    let temporary = dir.join("checkpoint.tmp");
-    let mut file = File::create(&temporary)?;
-    file.write_all(&bytes)?;
-    file.sync_data()?;
-    fs::rename(&temporary, dir.join("checkpoint"))?;
-    sync_dir(dir)
+    bytes
+}
+
+fn decode_checkpoint(bytes: &[u8]) -> Option<u64> {
+    let seq = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
+    let crc = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?);
+    (crc32fast::hash(&bytes[0..8]) == crc).then_some(seq)
+}
+
+/// The highest valid slot of the checkpoint file; 0 when there is none.
+fn read_checkpoint(dir: &Path) -> io::Result<u64> {
+    let bytes = match fs::read(dir.join("checkpoint")) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(error),
+    };
+    let valid: Vec<u64> = CHECKPOINT_SLOTS
+        .iter()
+        .filter_map(|&offset| decode_checkpoint(bytes.get(offset as usize..)?))
+        .collect();
+    if valid.is_empty() && bytes.iter().any(|&byte| byte != 0) {
+        tracing::error!("spool checkpoint is corrupt; re-sending every spooled record");
+    }
+    Ok(valid.into_iter().max().unwrap_or(0))
+}
+
+/// The checkpoint file, kept open by the forwarder. Each update overwrites one slot in place and
+/// `fdatasync`s it: the file never changes size, so the update costs no journal commit (a
+/// rename-based update would, and would stall the writer's group commits behind it).
+struct CheckpointFile {
+    file: File,
+    next_slot: usize,
+}
+
+impl CheckpointFile {
+    fn open(dir: &Path) -> io::Result<CheckpointFile> {
+        let path = dir.join("checkpoint");
+        let current = read_checkpoint(dir)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        if file.metadata()?.len() != CHECKPOINT_FILE_LEN {
+            file.set_len(0)?;
+            file.set_len(CHECKPOINT_FILE_LEN)?;
+            let mut checkpoint = CheckpointFile { file, next_slot: 0 };
+            checkpoint.write(current)?;
+            checkpoint.file.sync_all()?;
+            sync_dir(dir)?;
+            return Ok(checkpoint);
+        }
+        Ok(CheckpointFile { file, next_slot: 0 })
+    }
+
+    fn write(&mut self, seq: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let offset = CHECKPOINT_SLOTS[self.next_slot];
+        self.file.write_all_at(&encode_checkpoint(seq), offset)?;
+        self.file.sync_data()?;
+        self.next_slot = (self.next_slot + 1) % CHECKPOINT_SLOTS.len();
+        Ok(())
+    }
+}
+
+/// Writes a checkpoint (tests and tools; the forwarder keeps a [`CheckpointFile`] open).
+#[cfg(test)]
+fn write_checkpoint(dir: &Path, seq: u64) -> io::Result<()> {
+    CheckpointFile::open(dir)?.write(seq)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -520,6 +567,14 @@ struct Reader {
     file: Option<BufReader<File>>,
 }
 
+/// A record as read by [`Reader::next`].
+struct Frame {
+    location: Location,
+    seq: u64,
+    payload: Vec<u8>,
+    size: u64,
+}
+
 /// Where a record starts on disk.
 #[derive(Debug, Clone, Copy)]
 struct Location {
@@ -562,10 +617,9 @@ impl Reader {
         Ok(())
     }
 
-    /// The next record (`None` inside when it cannot be decoded) with its location and size, if
-    /// it is on disk; callers only ask for durable sequence numbers.
-    #[allow(clippy::type_complexity)]
-    fn next(&mut self) -> io::Result<Option<(Location, Option<Stored>, u64)>> {
+    /// The next record's location, sequence number, verified payload and framed size, if it is
+    /// on disk; callers only ask for durable sequence numbers.
+    fn next(&mut self) -> io::Result<Option<Frame>> {
         for _ in 0..2 {
             if self.file.is_none() {
                 match File::open(segment_path(&self.dir, self.segment)) {
@@ -589,7 +643,12 @@ impl Reader {
                 let size = (FRAME_HEADER + header.len) as u64;
                 self.offset += size;
                 self.next_seq += 1;
-                return Ok(Some((location, codec::decode(header.seq, &payload), size)));
+                return Ok(Some(Frame {
+                    location,
+                    seq: header.seq,
+                    payload,
+                    size,
+                }));
             }
             // The end of this segment: the next record starts the next segment, if it exists.
             if self.segment == self.next_seq || !segment_path(&self.dir, self.next_seq).exists() {

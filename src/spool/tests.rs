@@ -51,8 +51,9 @@ fn read_all(dir: &Path) -> (Recovery, Vec<Stored>) {
     let mut records = Vec::new();
     while reader.next_seq < spool.shared.durable_seq() {
         match reader.next().unwrap() {
-            Some((_, Some(stored), _)) => records.push(stored),
-            Some((_, None, _)) => panic!("undecodable record"),
+            Some(frame) => {
+                records.push(codec::decode(frame.seq, &frame.payload).expect("decodable record"))
+            }
             None => break,
         }
     }
