@@ -17,7 +17,6 @@
 #![no_main]
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -220,7 +219,6 @@ fn fixture() -> &'static Fixture {
             assert_eq!(health.is_ready(), ready);
             web::Data::new(Ingress::new(
                 &config,
-                &HashMap::new(),
                 publisher.clone(),
                 topics.clone(),
                 health,
