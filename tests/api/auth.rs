@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use hmac::{KeyInit, Mac};
 
-use crate::helpers::{assert_problem, read_topic, spawn_app_with, unique_prefix, Options, TestApp};
+use crate::helpers::{
+    assert_problem, read_records, spawn_app_with, unique_prefix, Options, TestApp,
+};
 
 const OLD_SECRET: &str = "old-signing-secret";
 const NEW_SECRET: &str = "new-signing-secret";
@@ -330,10 +332,7 @@ async fn each_sender_signed_as_documented_is_published_with_its_auth_method() {
             .await;
         assert_eq!(response.status().as_u16(), 200, "{sender:?}");
         let topic = relay.topic(sender.source());
-        let records =
-            tokio::task::spawn_blocking(move || read_topic(&topic, 1, Duration::from_secs(10)))
-                .await
-                .unwrap();
+        let records = read_records(topic, 1, Duration::from_secs(10)).await;
         assert_eq!(records.len(), 1, "{sender:?}");
         assert_eq!(records[0].value, BODY, "{sender:?}");
         assert_eq!(
@@ -517,10 +516,7 @@ async fn basic_auth_accepts_either_password_and_refuses_others() {
     )
     .await;
     let topic = relay.topic("basic");
-    let records =
-        tokio::task::spawn_blocking(move || read_topic(&topic, 2, Duration::from_secs(10)))
-            .await
-            .unwrap();
+    let records = read_records(topic, 2, Duration::from_secs(10)).await;
     assert_eq!(records[0].header("hookrelay_auth"), Some("basic"));
 }
 
@@ -536,10 +532,7 @@ async fn each_sender_s_own_event_id_and_type_reach_the_record() {
         let (id, event) = sender.expected_metadata();
         assert_eq!(answer["id"], id, "{sender:?}");
         let topic = relay.topic(sender.source());
-        let records =
-            tokio::task::spawn_blocking(move || read_topic(&topic, 1, Duration::from_secs(10)))
-                .await
-                .unwrap();
+        let records = read_records(topic, 1, Duration::from_secs(10)).await;
         let record = &records[0];
         assert_eq!(record.header("ce_id"), Some(id), "{sender:?}");
         assert_eq!(record.header("ce_type"), Some(event), "{sender:?}");

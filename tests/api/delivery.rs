@@ -1,13 +1,12 @@
 //! Ack modes, readiness and shutdown.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 
 use crate::helpers::{
-    assert_problem, read_topic, sample, spawn_app, spawn_app_with, spawn_from_config,
-    wait_for_port, Options, TestConfig, TOKEN,
+    assert_problem, read_records, sample, spawn_app, spawn_app_with, spawn_from_config, Options,
+    TestConfig, TOKEN,
 };
 
 #[tokio::test]
@@ -203,22 +202,8 @@ async fn memory_mode_delivers_every_accepted_event_when_sigterm_arrives() {
         shutdown_timeout_ms: 20_000,
         ..Options::default()
     });
-    let port = config.ingress_port();
     // Topics are created by the relay at start (kafka.create_topics = true).
-    let mut relay = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .args(["serve", "--config"])
-        .arg(&config.path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("relay starts");
-    let address = format!("127.0.0.1:{port}");
-    tokio::task::spawn_blocking({
-        let address = address.clone();
-        move || wait_for_port(&address, Duration::from_secs(30))
-    })
-    .await
-    .unwrap();
+    let (mut relay, address) = crate::helpers::start_relay_process(&config).await;
 
     let client = reqwest::Client::new();
     let url = format!("http://{address}/hooks/tagmango/course.completed.50?token={TOKEN}");
@@ -256,10 +241,7 @@ async fn memory_mode_delivers_every_accepted_event_when_sigterm_arrives() {
     assert_eq!(status.code(), Some(0), "clean exit after SIGTERM");
 
     let topic = config.topic("course.completed.50");
-    let records =
-        tokio::task::spawn_blocking(move || read_topic(&topic, EVENTS, Duration::from_secs(10)))
-            .await
-            .unwrap();
+    let records = read_records(topic, EVENTS, Duration::from_secs(10)).await;
     let mut published: Vec<String> = records
         .iter()
         .map(|record| record.header("ce_id").unwrap().to_owned())

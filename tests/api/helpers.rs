@@ -187,6 +187,24 @@ impl Drop for PrivateBroker {
     }
 }
 
+/// Runs `hookrelay serve` as a process with `config` and waits until its ingress listens;
+/// returns the process and the ingress address (`127.0.0.1:PORT`).
+pub async fn start_relay_process(config: &TestConfig) -> (Child, String) {
+    let relay = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["serve", "--config"])
+        .arg(&config.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("relay starts");
+    let address = format!("127.0.0.1:{}", config.ingress_port());
+    let waited = address.clone();
+    tokio::task::spawn_blocking(move || wait_for_port(&waited, Duration::from_secs(30)))
+        .await
+        .expect("port waiter");
+    (relay, address)
+}
+
 pub fn wait_for_port(address: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while TcpStream::connect(address).is_err() {
@@ -461,6 +479,13 @@ impl Drop for TestApp {
 /// Reads up to `count` records of `topic` from the shared broker (waits at most `idle` for each).
 pub fn read_topic(topic: &str, count: usize, idle: Duration) -> Vec<TailRecord> {
     read_topic_from(&broker().address, topic, count, idle)
+}
+
+/// [`read_topic`] from async tests.
+pub async fn read_records(topic: String, count: usize, idle: Duration) -> Vec<TailRecord> {
+    tokio::task::spawn_blocking(move || read_topic(&topic, count, idle))
+        .await
+        .expect("reader thread")
 }
 
 pub fn read_topic_from(

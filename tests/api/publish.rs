@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{read_topic, sample, spawn_app, TAGMANGO_SAMPLES};
+use crate::helpers::{read_records, sample, spawn_app, TAGMANGO_SAMPLES};
 
 #[tokio::test]
 async fn seed_payload_is_published_byte_for_byte_with_cloudevents_headers() {
@@ -26,10 +26,7 @@ async fn seed_payload_is_published_byte_for_byte_with_cloudevents_headers() {
     assert_eq!(body["topic"], topic.as_str());
     assert_eq!(body["partition"], 0);
 
-    let records =
-        tokio::task::spawn_blocking(move || read_topic(&topic, 1, Duration::from_secs(10)))
-            .await
-            .unwrap();
+    let records = read_records(topic, 1, Duration::from_secs(10)).await;
     assert_eq!(records.len(), 1);
     let record = &records[0];
     assert_eq!(record.value, sample("course.completed.50"));
@@ -91,10 +88,7 @@ async fn every_tagmango_sample_is_accepted_and_arrives_byte_exact() {
         assert_eq!(response.status().as_u16(), 200, "{event}");
         let body: serde_json::Value = response.json().await.unwrap();
         let topic = app.config.topic(event);
-        let records =
-            tokio::task::spawn_blocking(move || read_topic(&topic, 1, Duration::from_secs(10)))
-                .await
-                .unwrap();
+        let records = read_records(topic, 1, Duration::from_secs(10)).await;
         assert_eq!(records.len(), 1, "{event}");
         assert_eq!(
             records[0].value,
@@ -119,10 +113,7 @@ async fn non_ascii_body_arrives_unchanged() {
 
     assert_eq!(response.status().as_u16(), 200);
     let topic = app.config.topic("course.completed.50");
-    let records =
-        tokio::task::spawn_blocking(move || read_topic(&topic, 1, Duration::from_secs(10)))
-            .await
-            .unwrap();
+    let records = read_records(topic, 1, Duration::from_secs(10)).await;
     assert_eq!(records[0].value, body);
     assert_eq!(records[0].key.as_deref(), Some(&b"z@example.com"[..]));
 }

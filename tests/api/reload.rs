@@ -1,11 +1,10 @@
 //! Configuration reload: secrets rotate without a failed request; a bad file changes nothing.
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{spawn_from_config, wait_for_port, Options, TestConfig, TOKEN};
+use crate::helpers::{spawn_from_config, Options, TestConfig, TOKEN};
 
 const NEW_TOKEN: &str = "rotated-token-91c2";
 
@@ -100,20 +99,7 @@ async fn rotating_a_secret_with_sighup_fails_no_request_and_a_bad_file_changes_n
     let config = TestConfig::new(&Options::default());
     let old_file = config.path.with_file_name("tagmango.token");
     let new_file = token_file(&config, "tagmango.new.token", NEW_TOKEN);
-    let address = format!("127.0.0.1:{}", config.ingress_port());
-    let mut relay = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .args(["serve", "--config"])
-        .arg(&config.path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    tokio::task::spawn_blocking({
-        let address = address.clone();
-        move || wait_for_port(&address, Duration::from_secs(30))
-    })
-    .await
-    .unwrap();
+    let (mut relay, address) = crate::helpers::start_relay_process(&config).await;
     assert_eq!(status_with(&address, NEW_TOKEN).await, 401);
 
     // Step 1: both secrets, while requests with the old one keep flowing.

@@ -8,8 +8,8 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use crate::helpers::{
-    assert_problem, read_topic, read_topic_from, sample, spawn_app_with, spawn_from_config,
-    wait_for_port, Options, PrivateBroker, TestApp, TestConfig, TAGMANGO_SAMPLES, TOKEN,
+    assert_problem, read_records, read_topic_from, sample, spawn_app_with, spawn_from_config,
+    Options, PrivateBroker, TestApp, TestConfig, TAGMANGO_SAMPLES, TOKEN,
 };
 
 fn spool_options(brokers: &str) -> Options {
@@ -101,10 +101,7 @@ async fn spooled_event_arrives_with_the_same_record_as_in_broker_mode() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "accepted");
     let topic = app.config.topic("course.completed.50");
-    let records =
-        tokio::task::spawn_blocking(move || read_topic(&topic, 1, Duration::from_secs(15)))
-            .await
-            .unwrap();
+    let records = read_records(topic, 1, Duration::from_secs(15)).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].value, sample("course.completed.50"));
     assert_eq!(records[0].key.as_deref(), Some(&b"student@example.com"[..]));
@@ -299,10 +296,7 @@ async fn a_duplicate_is_published_once_even_across_a_restart() {
     assert_eq!(after_restart["status"], "duplicate");
     assert_eq!(after_restart["id"], first["id"]);
     let topic = app.config.topic("course.completed.50");
-    let records =
-        tokio::task::spawn_blocking(move || read_topic(&topic, 3, Duration::from_secs(5)))
-            .await
-            .unwrap();
+    let records = read_records(topic, 3, Duration::from_secs(5)).await;
     assert_eq!(records.len(), 1);
     let metrics = app.metrics().await;
     assert!(
@@ -352,14 +346,7 @@ fn spawn_relay(config: &TestConfig) -> Child {
 #[tokio::test]
 async fn every_acknowledged_event_survives_kill_9_of_the_relay() {
     let config = TestConfig::new(&spool_options(&crate::helpers::broker().address));
-    let address = format!("127.0.0.1:{}", config.ingress_port());
-    let mut relay = spawn_relay(&config);
-    tokio::task::spawn_blocking({
-        let address = address.clone();
-        move || wait_for_port(&address, Duration::from_secs(30))
-    })
-    .await
-    .unwrap();
+    let (mut relay, address) = crate::helpers::start_relay_process(&config).await;
 
     let url = format!("http://{address}");
     let posting = tokio::spawn(async move { post_many(&url, 3_000, 16).await });
@@ -471,14 +458,7 @@ async fn shutdown_leaves_undelivered_events_in_the_spool_and_the_next_start_deli
         shutdown_timeout_ms: 2_000,
         ..spool_options(&broker.address)
     });
-    let address = format!("127.0.0.1:{}", config.ingress_port());
-    let mut relay = spawn_relay(&config);
-    tokio::task::spawn_blocking({
-        let address = address.clone();
-        move || wait_for_port(&address, Duration::from_secs(30))
-    })
-    .await
-    .unwrap();
+    let (mut relay, address) = crate::helpers::start_relay_process(&config).await;
     broker.pause();
     let (accepted, refused) = post_many(&format!("http://{address}"), 200, 10).await;
     assert!(refused.is_empty(), "{refused:?}");
