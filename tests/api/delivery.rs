@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 
 use crate::helpers::{
-    assert_problem, read_records, sample, spawn_app, spawn_app_with, spawn_from_config, Options,
+    assert_problem, read_records, spawn_app, spawn_app_with, spawn_from_config, Options,
     TestConfig, TOKEN,
 };
 
@@ -57,19 +57,9 @@ async fn broker_mode_with_brokers_down_gets_503_with_retry_after_within_the_time
 #[tokio::test]
 async fn readiness_is_reported_and_metrics_count_requests_by_source_and_status() {
     let app = spawn_app().await;
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.admin_address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.admin_get("/readyz").await;
     assert_eq!(ready.status().as_u16(), 200);
-    let healthy = app
-        .client
-        .get(format!("{}/healthz", app.admin_address))
-        .send()
-        .await
-        .unwrap();
+    let healthy = app.admin_get("/healthz").await;
     assert_eq!(healthy.status().as_u16(), 200);
 
     for _ in 0..3 {
@@ -81,17 +71,7 @@ async fn readiness_is_reported_and_metrics_count_requests_by_source_and_status()
             200
         );
     }
-    let wrong = format!(
-        "{}/hooks/tagmango/course.completed.50?token=nope",
-        app.address
-    );
-    assert_eq!(
-        app.post_json(&wrong, sample("course.completed.50"))
-            .await
-            .status()
-            .as_u16(),
-        401
-    );
+    assert_eq!(app.post_with_wrong_token().await.status().as_u16(), 401);
 
     let metrics = app.metrics().await;
     assert!(
@@ -174,12 +154,7 @@ async fn unreachable_kafka_at_start_makes_the_relay_not_ready_and_refuse_with_50
         ..Options::default()
     })
     .await;
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.admin_address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.admin_get("/readyz").await;
     assert_eq!(ready.status().as_u16(), 503);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert!(

@@ -426,16 +426,31 @@ impl TestApp {
             .expect("request sent")
     }
 
-    /// A scrape of the admin listener's `/metrics`.
-    pub async fn metrics(&self) -> String {
+    /// `GET` on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         self.client
-            .get(format!("{}/metrics", self.admin_address))
+            .get(format!("{}{path}", self.admin_address))
             .send()
             .await
-            .expect("metrics answered")
+            .expect("admin listener answers")
+    }
+
+    /// A scrape of the admin listener's `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.admin_get("/metrics")
+            .await
             .text()
             .await
             .expect("metrics text")
+    }
+
+    /// Posts the seed sample with a token no configuration accepts.
+    pub async fn post_with_wrong_token(&self) -> reqwest::Response {
+        let url = format!(
+            "{}/hooks/tagmango/course.completed.50?token=wrong",
+            self.address
+        );
+        self.post_json(&url, sample("course.completed.50")).await
     }
 
     pub fn socket_address(&self) -> SocketAddr {

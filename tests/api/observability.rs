@@ -57,18 +57,8 @@ async fn counters_equal_the_requests_sent_per_source_and_status() {
             .as_u16(),
         200
     ); // duplicate
-    let wrong = format!(
-        "{}/hooks/tagmango/course.completed.50?token=wrong",
-        app.address
-    );
     for _ in 0..2 {
-        assert_eq!(
-            app.post_json(&wrong, sample("course.completed.50"))
-                .await
-                .status()
-                .as_u16(),
-            401
-        );
+        assert_eq!(app.post_with_wrong_token().await.status().as_u16(), 401);
     }
     let bad = app
         .post_json(&app.hook_url("course.completed.50"), b"{nope".to_vec())
@@ -159,11 +149,7 @@ async fn promtool_finds_no_problem_in_a_scrape_after_traffic() {
             .as_u16(),
         200
     );
-    let wrong = format!(
-        "{}/hooks/tagmango/course.completed.50?token=wrong",
-        app.address
-    );
-    app.post_json(&wrong, sample("course.completed.50")).await;
+    app.post_with_wrong_token().await;
     let metrics = scrape(&app).await;
 
     let mut check = promtool()
@@ -236,11 +222,7 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
             .as_u16(),
         200
     );
-    let wrong = format!(
-        "{}/hooks/tagmango/course.completed.50?token=wrong",
-        app.address
-    );
-    app.post_json(&wrong, sample("course.completed.50")).await;
+    app.post_with_wrong_token().await;
     let exported: BTreeSet<String> = scrape(&app)
         .await
         .lines()
@@ -340,12 +322,7 @@ async fn the_openapi_description_matches_the_routes_and_status_codes() {
         app.client.get(&event_url).send().await.unwrap(),
     ));
     for (path, method) in [("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get")] {
-        let response = app
-            .client
-            .get(format!("{}{path}", app.admin_address))
-            .send()
-            .await
-            .unwrap();
+        let response = app.admin_get(path).await;
         observed.push((path, method, response));
     }
 
