@@ -115,7 +115,8 @@ pub struct FrameHeader {
 impl FrameHeader {
     pub fn parse(bytes: &[u8; FRAME_HEADER]) -> Option<FrameHeader> {
         let len = u32::from_le_bytes(bytes[0..4].try_into().ok()?) as usize;
-        if len > MAX_PAYLOAD {
+        // Every payload has at least its version byte; zeros are a segment's unused space.
+        if len == 0 || len > MAX_PAYLOAD {
             return None;
         }
         Some(FrameHeader {

@@ -212,6 +212,7 @@ impl Spool {
             receiver,
             events.clone(),
             next_seq,
+            scan.last_end,
             metrics.spool_fsync_seconds.clone(),
             idempotency,
         )?;
@@ -425,9 +426,13 @@ struct Scan {
     live_bytes: u64,
     oldest_received_ms: u64,
     truncated_bytes: u64,
+    /// Where the last segment's records end (zeros written ahead of them may follow).
+    last_end: u64,
 }
 
 /// Scans every segment, truncates torn or corrupt tails, deletes fully delivered segments.
+/// Zeros after the last record are the segment's pre-written space ([`writer::PREWRITE_STEP`]),
+/// not damage: they are kept.
 fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)> {
     let mut scan = Scan {
         next_seq: 0,
@@ -435,6 +440,7 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
         live_bytes: 0,
         oldest_received_ms: 0,
         truncated_bytes: 0,
+        last_end: 0,
     };
     let mut kept = Vec::new();
     let segments = list_segments(dir)?;
@@ -455,7 +461,7 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
             valid_end += (FRAME_HEADER + header.len) as u64;
             expected += 1;
         }
-        if valid_end < file_len {
+        if valid_end < file_len && !only_zeros_after(&mut reader, valid_end)? {
             let cut = file_len - valid_end;
             let last = index + 1 == segments.len();
             if last {
@@ -470,6 +476,7 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
             scan.truncated_bytes += cut;
         }
         scan.next_seq = scan.next_seq.max(expected);
+        scan.last_end = valid_end;
         let next_first = segments.get(index + 1).copied();
         let fully_delivered = next_first.is_some_and(|next| next <= checkpoint)
             || (next_first.is_none() && expected <= checkpoint && expected > first_seq);
@@ -480,6 +487,21 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
         }
     }
     Ok((kept, scan))
+}
+
+/// Whether everything from `offset` to the end of the file is zero bytes.
+fn only_zeros_after(reader: &mut BufReader<File>, offset: u64) -> io::Result<bool> {
+    reader.seek(SeekFrom::Start(offset))?;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(read) if chunk[..read].iter().any(|&byte| byte != 0) => return Ok(false),
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Reads one frame whose sequence number must be `expected`; `None` at the end of valid data.
@@ -653,7 +675,8 @@ impl Reader {
             // The end of this segment: the next record starts the next segment, if it exists.
             if self.segment == self.next_seq || !segment_path(&self.dir, self.next_seq).exists() {
                 // Re-read from the same offset next time (the writer may not have rolled yet).
-                self.file = None;
+                // Seeking drops the buffer, which may hold zeros read ahead of the writer.
+                file.seek(SeekFrom::Start(self.offset))?;
                 return Ok(None);
             }
             self.segment = self.next_seq;

@@ -2,7 +2,7 @@
 //! recovered after any crash, whatever a torn write left behind.
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proptest::prelude::*;
@@ -77,22 +77,84 @@ fn appended_records_are_read_back_in_order() {
     assert_eq!(read, values);
 }
 
+/// Where the records of a segment end: the segment's zeros, if any, start there.
+fn records_end(dir: &Path, first_seq: u64) -> u64 {
+    let mut reader = BufReader::new(File::open(segment_path(dir, first_seq)).unwrap());
+    let (mut end, mut expected) = (0, first_seq);
+    while let Some((header, _)) = read_frame(&mut reader, expected).unwrap() {
+        end += (FRAME_HEADER + header.len) as u64;
+        expected += 1;
+    }
+    end
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
+#[test]
+fn segments_are_written_ahead_in_zeros_that_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<Vec<u8>> = (0..10).map(|n| vec![b'a' + n as u8; 100]).collect();
+    append_all(dir.path(), 1 << 30, &values);
+    let segment = segment_path(dir.path(), 0);
+    let end = records_end(dir.path(), 0);
+    assert_eq!(file_len(&segment), writer::PREWRITE_STEP);
+    assert!(end > 0 && end < writer::PREWRITE_STEP);
+
+    let (recovery, records) = read_all(dir.path());
+
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(records.len(), 10);
+    assert_eq!(file_len(&segment), writer::PREWRITE_STEP);
+    // The next records go right after the last one, into the zeros.
+    let seqs = append_all(dir.path(), 1 << 30, &[b"after".to_vec()]);
+    assert_eq!(seqs, vec![10]);
+    assert_eq!(file_len(&segment), writer::PREWRITE_STEP);
+    let (_, records) = read_all(dir.path());
+    assert_eq!(records.len(), 11);
+    assert_eq!(records[10].value, b"after");
+}
+
+#[test]
+fn records_are_read_across_rolled_segments_and_no_file_outgrows_its_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 1 MiB spool rolls its segments at 256 KiB.
+    let values: Vec<Vec<u8>> = (0..600u32)
+        .map(|n| format!("{n:01000}").into_bytes())
+        .collect();
+    append_all(dir.path(), 1 << 20, &values);
+    let segments = list_segments(dir.path()).unwrap();
+    assert!(segments.len() >= 3, "segments: {segments:?}");
+    for &first in &segments {
+        let len = file_len(&segment_path(dir.path(), first));
+        assert!(len <= 256 * 1024 + 1100, "segment {first} is {len} bytes");
+    }
+    let (recovery, records) = read_all(dir.path());
+    assert_eq!(recovery.truncated_bytes, 0);
+    let read: Vec<Vec<u8>> = records.into_iter().map(|record| record.value).collect();
+    assert_eq!(read, values);
+}
+
 #[test]
 fn a_torn_tail_is_truncated_and_intact_records_survive() {
     let dir = tempfile::tempdir().unwrap();
     let values: Vec<Vec<u8>> = (0..10).map(|n| vec![b'a' + n as u8; 100]).collect();
     append_all(dir.path(), 1 << 20, &values);
     let segment = segment_path(dir.path(), 0);
-    let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
-    // Half of a frame: a crash in the middle of a write.
+    let end = records_end(dir.path(), 0);
+    let written_ahead = file_len(&segment);
+    // Half of a frame where the next record goes: a crash in the middle of a write.
     let mut torn = entry_frame(b"never acknowledged");
     codec::seal(&mut torn, 10);
-    file.write_all(&torn[..torn.len() / 2]).unwrap();
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    file.write_all_at(&torn[..torn.len() / 2], end).unwrap();
     drop(file);
 
     let (recovery, records) = read_all(dir.path());
 
-    assert_eq!(recovery.truncated_bytes, (torn.len() / 2) as u64);
+    assert!(written_ahead > end);
+    assert_eq!(recovery.truncated_bytes, written_ahead - end);
     assert_eq!(records.len(), 10);
     // The spool appends after the cut: the next record gets sequence number 10.
     let seqs = append_all(dir.path(), 1 << 20, &[b"after".to_vec()]);
@@ -146,18 +208,27 @@ proptest! {
     fn every_acknowledged_record_is_recovered_after_crashes(
         runs in proptest::collection::vec(
             (proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20),
-             proptest::collection::vec(any::<u8>(), 0..200)),
+             proptest::collection::vec(any::<u8>(), 0..200),
+             0..=2u8),
             1..4)
     ) {
         let dir = tempfile::tempdir().unwrap();
         let mut acknowledged: Vec<Vec<u8>> = Vec::new();
-        for (values, garbage) in runs {
+        for (values, garbage, place) in runs {
             append_all(dir.path(), 64 * 1024 * 1024, &values);
             acknowledged.extend(values);
-            // The crash: whatever was being written when the process died.
+            // The crash: whatever was being written when the process died, where the next
+            // records go (into the zeros), further into the zeros, or past the file's end.
             let last = *list_segments(dir.path()).unwrap().last().unwrap();
-            let mut file = OpenOptions::new().append(true).open(segment_path(dir.path(), last)).unwrap();
-            file.write_all(&garbage).unwrap();
+            let path = segment_path(dir.path(), last);
+            let end = records_end(dir.path(), last);
+            let offset = match place {
+                0 => end,
+                1 => end + 512,
+                _ => file_len(&path),
+            };
+            let file = OpenOptions::new().write(true).open(&path).unwrap();
+            file.write_all_at(&garbage, offset).unwrap();
         }
         let (_, records) = read_all(dir.path());
         let recovered: Vec<Vec<u8>> = records.into_iter().map(|record| record.value).collect();

