@@ -129,17 +129,32 @@ def topic_count(config, env, topic):
     return int(result.stdout.strip())
 
 
-def metric(admin_port, name):
+def scrape(admin_port):
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
+        return response.read().decode().splitlines()
+
+
+def metric(admin_port, name):
+    for line in scrape(admin_port):
+        if line.startswith(name + " "):
+            return float(line.split()[1])
     return None
+
+
+def slow_fsyncs(admin_port):
+    """Group commits (write + fdatasync) that took more than 5 ms, and more than 25 ms, so far."""
+    buckets = {}
+    for line in scrape(admin_port):
+        if line.startswith("hookrelay_spool_fsync_duration_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[bound] = float(line.split()[1])
+    total = buckets.get("+Inf", 0)
+    return total - buckets.get("0.005", 0), total - buckets.get("0.025", 0)
 
 
 def run_target(name, args, brokers):
     port, admin_port = free_port(), free_port()
-    workdir = tempfile.mkdtemp(prefix=f"hookrelay-bench-{name}-")
+    workdir = tempfile.mkdtemp(prefix=f"hookrelay-bench-{name}-", dir=args.spool_dir)
     prefix = f"bench{int(time.time())}{name}"
     config = os.path.join(ROOT, "config/hookrelay.toml")
     if name == "bare":
@@ -156,6 +171,7 @@ def run_target(name, args, brokers):
     cpu_before = cpu_seconds(process.pid)
     peak = oha(url, args.duration, connections)
     cpu = cpu_seconds(process.pid) - cpu_before
+    slow_before = slow_fsyncs(admin_port) if name == "spool" else None
     steady = oha(url, 10, connections, rate=peak["rps"] * 0.5)
     rss = peak_rss_mib(process.pid)
     row = {
@@ -166,6 +182,9 @@ def run_target(name, args, brokers):
         "steady_p50": steady["p50"], "steady_p99": steady["p99"], "steady_p999": steady["p999"],
         "delivered": "-",
     }
+    if slow_before:
+        after = slow_fsyncs(admin_port)
+        row["slow_fsyncs"] = (after[0] - slow_before[0], after[1] - slow_before[1])
     if env:
         if name == "spool":
             # Let the forwarder empty the spool before the relay stops.
@@ -189,6 +208,8 @@ def main():
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--broker-connections", type=int, default=256)
     parser.add_argument("--targets", default="bare,memory,spool,broker")
+    parser.add_argument("--spool-dir", default=None,
+                        help="directory for the spool (default: the system's temporary directory)")
     args = parser.parse_args()
 
     tansu = os.environ.get("TANSU_BIN", "tansu")
@@ -228,6 +249,11 @@ def main():
             f"{row['rss']:.1f} | {row['steady_p50']:.2f} / {row['steady_p99']:.2f} / {row['steady_p999']:.2f} "
             f"at {row['rate']:.0f}/s | {lossless if row['delivered'] == '-' else lossless + ' (' + row['delivered'] + ')'} |"
         )
+    for row in rows:
+        if "slow_fsyncs" in row:
+            over5, over25 = row["slow_fsyncs"]
+            lines += ["", f"Spool group commits (write + fdatasync) slower than 5 ms during the 50 % load phase: "
+                          f"{over5:.0f}, slower than 25 ms: {over25:.0f} (spool in {args.spool_dir or tempfile.gettempdir()})."]
     table = "\n".join(lines)
     os.makedirs(os.path.join(ROOT, "target/bench"), exist_ok=True)
     with open(os.path.join(ROOT, "target/bench/results.md"), "w") as f:
