@@ -207,6 +207,14 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// The settings alone, for tools that need no source (and so no sender's secret).
+fn load_settings(path: &std::path::Path) -> Result<crate::config::Settings, ExitCode> {
+    Config::load_settings(path).map_err(|errors| {
+        eprintln!("{}: invalid configuration:\n{errors}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 fn check_config(path: &std::path::Path) -> ExitCode {
     let config = match load(path) {
         Ok(config) => config,
@@ -263,16 +271,16 @@ fn tail(
     max: Option<usize>,
     idle: Option<Duration>,
 ) -> ExitCode {
-    let config = match load(path) {
-        Ok(config) => config,
+    let settings = match load_settings(path) {
+        Ok(settings) => settings,
         Err(code) => return code,
     };
     let reader = match Tail::open(
-        &config.kafka.brokers,
-        &config.kafka.options,
+        &settings.kafka.brokers,
+        &settings.kafka.options,
         topic,
         from,
-        config.metadata_timeout(),
+        Duration::from_millis(settings.kafka.metadata_timeout_ms),
     ) {
         Ok(reader) => reader,
         Err(error) => {
@@ -324,11 +332,11 @@ fn count_records(path: &std::path::Path, topic: &str) -> ExitCode {
 }
 
 fn spool_status(path: &std::path::Path) -> ExitCode {
-    let config = match load(path) {
-        Ok(config) => config,
+    let settings = match load_settings(path) {
+        Ok(settings) => settings,
         Err(code) => return code,
     };
-    let dir = &config.delivery.spool_dir;
+    let dir = &settings.delivery.spool_dir;
     match crate::spool::Status::read(dir) {
         Ok(status) => {
             println!("spool:       {}", dir.display());

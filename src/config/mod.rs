@@ -49,19 +49,27 @@ pub struct Config {
 impl Config {
     /// Reads `path`, applies environment overrides, and validates the result.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let settings = Config::load_settings(path)?;
+        let mut config = Config::from_settings(settings)?;
+        config.path = Some(path.to_owned());
+        Ok(config)
+    }
+
+    /// Reads `path` and applies environment overrides, without the checks of [`Config::load`]:
+    /// enough for the tools that only need the Kafka or spool settings (`hookrelay tail`,
+    /// `hookrelay spool status`), so that an operator can run them without the senders' secrets.
+    pub fn load_settings(path: &Path) -> Result<Settings, ConfigErrors> {
         if !path.is_file() {
             return Err(ConfigErrors::one(
                 "",
                 format!("configuration file {} does not exist", path.display()),
             ));
         }
-        let figment = Figment::new()
+        Figment::new()
             .merge(Toml::file(path))
-            .merge(Env::prefixed(ENV_PREFIX).split("__"));
-        let settings: Settings = figment.extract().map_err(ConfigErrors::from_figment)?;
-        let mut config = Config::from_settings(settings)?;
-        config.path = Some(path.to_owned());
-        Ok(config)
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(ConfigErrors::from_figment)
     }
 
     /// Validates parsed settings: addresses, limits, sources, secrets.

@@ -186,3 +186,75 @@ async fn tail_prints_key_headers_and_value() {
         "{stdout}"
     );
 }
+
+/// `tail` and `spool status` read only the Kafka and spool settings: an operator runs them on a
+/// host where the senders' secrets are not available.
+#[tokio::test]
+async fn tail_and_spool_status_run_without_the_senders_secrets() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.post_sample("course.completed.50")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    let topic = app.config.topic("course.completed.50");
+    let text = std::fs::read_to_string(&app.config.path).unwrap();
+    let start = text.find("secrets = [").unwrap();
+    let end = start + text[start..].find(']').unwrap() + 1;
+    let text = format!(
+        "{}secrets = [\"env:HOOKRELAY_TEST_NEVER_SET\"]{}",
+        &text[..start],
+        &text[end..]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&dir, &text);
+
+    let (check, tail, status) = tokio::task::spawn_blocking(move || {
+        (
+            hookrelay(&["check-config", "--config", &config], &[]),
+            hookrelay(
+                &[
+                    "tail",
+                    "--config",
+                    &config,
+                    "--topic",
+                    &topic,
+                    "--max",
+                    "1",
+                    "--idle-exit-ms",
+                    "10000",
+                ],
+                &[],
+            ),
+            hookrelay(&["spool", "status", "--config", &config], &[]),
+        )
+    })
+    .await
+    .unwrap();
+
+    // The secret really is missing: the relay itself would not start with this file.
+    assert_eq!(check.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("HOOKRELAY_TEST_NEVER_SET"),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&tail.stdout);
+    assert_eq!(
+        tail.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+    assert!(stdout.contains("key: student@example.com"), "{stdout}");
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(stdout.starts_with("spool:"), "{stdout}");
+}
