@@ -101,7 +101,7 @@ pub(super) fn spawn(
         .lock()
         .unwrap_or_else(|poison| poison.into_inner())
         .clone();
-    let reader = Reader::new(shared.dir.clone(), &segments, checkpoint)?;
+    let reader = Reader::new(shared.clone(), &segments, checkpoint)?;
     let checkpoint_file = super::CheckpointFile::open(&shared.dir)?;
     let mut forwarder = Forwarder {
         checkpoint_file,

@@ -66,6 +66,11 @@ pub struct Shared {
     segments: Mutex<Vec<u64>>,
     /// Set while writes fail; cleared by the next successful write.
     write_error: Mutex<Option<String>>,
+    /// How many times the writer has cut a segment back after a failed write. Bytes of the
+    /// refused batch may have been read ahead by the forwarder's [`Reader`] before the cut, and
+    /// the next batch reuses their sequence numbers: a reader that sees this change drops what it
+    /// has buffered.
+    cut_backs: AtomicU64,
     failing: AtomicBool,
     drain: DrainRate,
 }
@@ -202,6 +207,7 @@ impl Spool {
             checkpoint: AtomicU64::new(checkpoint),
             segments: Mutex::new(segments),
             write_error: Mutex::new(None),
+            cut_backs: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             drain: DrainRate::new(),
         });
@@ -478,6 +484,9 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
         scan.next_seq = scan.next_seq.max(expected);
         scan.last_end = valid_end;
         let next_first = segments.get(index + 1).copied();
+        if let Some(next) = next_first.filter(|&next| next > expected && next > checkpoint) {
+            tracing::error!(segment = %path.display(), missing_from = expected, missing_to = next - 1, "spool: records are missing between two segments (the disk lost written data)");
+        }
         let fully_delivered = next_first.is_some_and(|next| next <= checkpoint)
             || (next_first.is_none() && expected <= checkpoint && expected > first_seq);
         if fully_delivered && next_first.is_some() {
@@ -582,11 +591,13 @@ impl Status {
 
 /// Sequential reader of spooled records, for the forwarder.
 struct Reader {
-    dir: PathBuf,
+    shared: Arc<Shared>,
     segment: u64,
     offset: u64,
     next_seq: u64,
     file: Option<BufReader<File>>,
+    /// [`Shared::cut_backs`] when this reader last dropped its buffer.
+    cut_backs: u64,
 }
 
 /// A record as read by [`Reader::next`].
@@ -605,7 +616,7 @@ struct Location {
 }
 
 impl Reader {
-    fn new(dir: PathBuf, segments: &[u64], checkpoint: u64) -> io::Result<Reader> {
+    fn new(shared: Arc<Shared>, segments: &[u64], checkpoint: u64) -> io::Result<Reader> {
         let segment = segments
             .iter()
             .rev()
@@ -613,12 +624,14 @@ impl Reader {
             .or(segments.first())
             .copied()
             .unwrap_or(checkpoint);
+        let cut_backs = shared.cut_backs.load(Ordering::Acquire);
         let mut reader = Reader {
-            dir,
+            shared,
             segment,
             offset: 0,
             next_seq: segment,
             file: None,
+            cut_backs,
         };
         // Skip the delivered records at the start of the segment.
         while reader.next_seq < checkpoint {
@@ -630,7 +643,7 @@ impl Reader {
     }
 
     fn seek(&mut self, location: Location, seq: u64) -> io::Result<()> {
-        let mut file = BufReader::new(File::open(segment_path(&self.dir, location.segment))?);
+        let mut file = BufReader::new(File::open(self.shared.segment_path(location.segment))?);
         file.seek(SeekFrom::Start(location.offset))?;
         self.file = Some(file);
         self.segment = location.segment;
@@ -642,9 +655,18 @@ impl Reader {
     /// The next record's location, sequence number, verified payload and framed size, if it is
     /// on disk; callers only ask for durable sequence numbers.
     fn next(&mut self) -> io::Result<Option<Frame>> {
+        // Callers have seen the record's sequence number durable (an acquire load), which the
+        // writer publishes after any cut back before it: this load sees that cut back.
+        let cut_backs = self.shared.cut_backs.load(Ordering::Acquire);
+        if cut_backs != self.cut_backs {
+            self.cut_backs = cut_backs;
+            if let Some(file) = self.file.as_mut() {
+                file.seek(SeekFrom::Start(self.offset))?;
+            }
+        }
         for _ in 0..2 {
             if self.file.is_none() {
-                match File::open(segment_path(&self.dir, self.segment)) {
+                match File::open(self.shared.segment_path(self.segment)) {
                     Ok(file) => {
                         let mut file = BufReader::new(file);
                         file.seek(SeekFrom::Start(self.offset))?;
@@ -673,7 +695,7 @@ impl Reader {
                 }));
             }
             // The end of this segment: the next record starts the next segment, if it exists.
-            if self.segment == self.next_seq || !segment_path(&self.dir, self.next_seq).exists() {
+            if self.segment == self.next_seq || !self.shared.segment_path(self.next_seq).exists() {
                 // Re-read from the same offset next time (the writer may not have rolled yet).
                 // Seeking drops the buffer, which may hold zeros read ahead of the writer.
                 file.seek(SeekFrom::Start(self.offset))?;

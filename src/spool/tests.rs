@@ -47,7 +47,7 @@ fn append_all(dir: &Path, max_bytes: u64, values: &[Vec<u8>]) -> Vec<u64> {
 fn read_all(dir: &Path) -> (Recovery, Vec<Stored>) {
     let (spool, parts, recovery) = Spool::open(dir, u64::MAX / 2, &Metrics::new(), None).unwrap();
     let segments = spool.shared.segments.lock().unwrap().clone();
-    let mut reader = Reader::new(dir.to_owned(), &segments, recovery.checkpoint).unwrap();
+    let mut reader = Reader::new(spool.shared.clone(), &segments, recovery.checkpoint).unwrap();
     let mut records = Vec::new();
     while reader.next_seq < spool.shared.durable_seq() {
         match reader.next().unwrap() {
@@ -134,6 +134,133 @@ fn records_are_read_across_rolled_segments_and_no_file_outgrows_its_segment() {
     assert_eq!(recovery.truncated_bytes, 0);
     let read: Vec<Vec<u8>> = records.into_iter().map(|record| record.value).collect();
     assert_eq!(read, values);
+}
+
+/// Appends `values` all at once, so that the writer commits them in groups; returns each one's
+/// sequence number and how many group commits it took.
+fn append_concurrently(dir: &Path, max_bytes: u64, values: &[Vec<u8>]) -> (Vec<u64>, u64) {
+    let metrics = Metrics::new();
+    let (spool, parts, _) = Spool::open(dir, max_bytes, &metrics, None).unwrap();
+    let seqs = runtime().block_on(futures_util::future::join_all(
+        values
+            .iter()
+            .map(|value| spool.append(entry_frame(value), None)),
+    ));
+    spool.close();
+    let _ = parts.writer.join();
+    let seqs = seqs.into_iter().map(|seq| seq.unwrap()).collect();
+    (seqs, metrics.spool_fsync_seconds.get_sample_count())
+}
+
+#[test]
+fn group_commits_keep_every_record_at_its_sequence_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<Vec<u8>> = (0..500)
+        .map(|n| format!("{{\"n\":{n}}}").into_bytes())
+        .collect();
+    let (seqs, commits) = append_concurrently(dir.path(), 1 << 30, &values);
+    assert!(commits < 100, "{commits} group commits for 500 records");
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..500).collect::<Vec<u64>>());
+    let (_, records) = read_all(dir.path());
+    assert_eq!(records.len(), 500);
+    for (value, seq) in values.iter().zip(&seqs) {
+        assert_eq!(&records[*seq as usize].value, value, "record {seq}");
+    }
+}
+
+#[test]
+fn a_segment_grows_step_by_step_and_keeps_growing_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<Vec<u8>> = (0..1500u32)
+        .map(|n| format!("{n:01000}").into_bytes())
+        .collect();
+    append_concurrently(dir.path(), 1 << 30, &values);
+    let segment = segment_path(dir.path(), 0);
+    assert_eq!(file_len(&segment), 2 * writer::PREWRITE_STEP);
+    let (recovery, records) = read_all(dir.path());
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(records.len(), 1500);
+    let more: Vec<Vec<u8>> = (1500..2200u32)
+        .map(|n| format!("{n:01000}").into_bytes())
+        .collect();
+    let (seqs, _) = append_concurrently(dir.path(), 1 << 30, &more);
+    assert_eq!(seqs.iter().min(), Some(&1500));
+    assert_eq!(file_len(&segment), 3 * writer::PREWRITE_STEP);
+    let read: Vec<Vec<u8>> = read_all(dir.path())
+        .1
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(read, [values, more].concat());
+}
+
+#[test]
+fn a_rolled_segment_that_ends_in_zeros_is_read_through() {
+    let dir = tempfile::tempdir().unwrap();
+    // 300 KB of records in a segment written ahead to 1 MiB...
+    let values: Vec<Vec<u8>> = (0..300u32)
+        .map(|n| format!("{n:01000}").into_bytes())
+        .collect();
+    append_concurrently(dir.path(), 1 << 30, &values);
+    assert_eq!(
+        file_len(&segment_path(dir.path(), 0)),
+        writer::PREWRITE_STEP
+    );
+    // ...then a 1 MiB spool, whose segments roll at 256 KiB: the next record starts a new one.
+    let seqs = append_all(dir.path(), 1 << 20, &[b"next".to_vec()]);
+    assert_eq!(seqs, vec![300]);
+    assert_eq!(list_segments(dir.path()).unwrap(), vec![0, 300]);
+    let (recovery, records) = read_all(dir.path());
+    assert_eq!(recovery.truncated_bytes, 0);
+    let read: Vec<Vec<u8>> = records.into_iter().map(|r| r.value).collect();
+    assert_eq!(read, [values, vec![b"next".to_vec()]].concat());
+}
+
+/// A batch whose write or fsync failed is cut back and answered 503; the next batch reuses its
+/// sequence numbers. A reader that had read the refused bytes ahead must not deliver them.
+#[test]
+fn a_reader_forgets_what_it_read_ahead_of_a_cut_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, parts, _) = Spool::open(dir.path(), 1 << 30, &Metrics::new(), None).unwrap();
+    let runtime = runtime();
+    for n in 0..3 {
+        runtime
+            .block_on(spool.append(entry_frame(format!("{n}").as_bytes()), None))
+            .unwrap();
+    }
+    // The refused batch's frame, in the file as the failed write left it...
+    let end = records_end(dir.path(), 0);
+    let mut refused = entry_frame(b"refused");
+    codec::seal(&mut refused, 3);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir.path(), 0))
+        .unwrap();
+    file.write_all_at(&refused, end).unwrap();
+    // ...when the reader reads ahead of it.
+    let mut reader = Reader::new(spool.shared.clone(), &[0], 0).unwrap();
+    for _ in 0..3 {
+        reader.next().unwrap().expect("a durable record");
+    }
+    // The writer's cut back.
+    file.write_all_at(&vec![0; refused.len()], end).unwrap();
+    spool.shared.cut_backs.fetch_add(1, Ordering::Release);
+    // The next batch is acknowledged with the same sequence number.
+    let seq = runtime
+        .block_on(spool.append(entry_frame(b"accepted"), None))
+        .unwrap();
+    assert_eq!(seq, 3);
+
+    let frame = reader.next().unwrap().expect("record 3");
+
+    assert_eq!(
+        codec::decode(frame.seq, &frame.payload).unwrap().value,
+        b"accepted"
+    );
+    spool.close();
+    let _ = parts.writer.join();
 }
 
 #[test]

@@ -148,7 +148,8 @@ impl Writer {
         }
         let records_bytes = self.buffer.len() as u64;
         let records_end = self.length + records_bytes;
-        if records_end > self.allocated {
+        let grows = records_end > self.allocated;
+        if grows {
             // Grow the file with zeros up to the next step (not past the segment's size), in the
             // same write.
             let end = records_end
@@ -157,15 +158,16 @@ impl Writer {
             self.buffer.resize((end - self.length) as usize, 0);
         }
         let started = Instant::now();
-        let written = self
-            .file
-            .write_all_at(&self.buffer, self.length)
-            .and_then(|()| self.file.sync_data());
+        let mut written = self.write_buffer();
+        if written.is_err() && grows {
+            // Perhaps no room for the zeros (a nearly full disk): the records alone may fit.
+            self.cut_back();
+            self.buffer.truncate(records_bytes as usize);
+            written = self.write_buffer();
+        }
         self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         if let Err(error) = written {
-            // Cut back to the last durable length so that no half-written frame stays behind.
-            let _ = self.file.set_len(self.length);
-            self.allocated = self.length;
+            self.cut_back();
             self.fail(batch, &error);
             return;
         }
@@ -203,6 +205,21 @@ impl Writer {
         if let Some(idempotency) = &self.idempotency {
             idempotency.flush_log();
         }
+    }
+
+    fn write_buffer(&self) -> io::Result<()> {
+        self.file
+            .write_all_at(&self.buffer, self.length)
+            .and_then(|()| self.file.sync_data())
+    }
+
+    /// Cuts the segment back to its last durable record, so that no half-written frame stays
+    /// behind, and tells readers to forget what they read past it.
+    fn cut_back(&mut self) {
+        let _ = self.file.set_len(self.length);
+        self.allocated = self.length;
+        // After the cut: a reader that sees the new count and reads again reads the cut file.
+        self.shared.cut_backs.fetch_add(1, Ordering::Release);
     }
 
     /// Starts a new segment when the active one has reached its size.
