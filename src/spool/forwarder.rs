@@ -295,7 +295,8 @@ impl Forwarder {
         }
     }
 
-    /// Deletes segments whose records are all below the persisted checkpoint.
+    /// Retires (keeps as the spare, or deletes) segments whose records are all below the
+    /// persisted checkpoint.
     fn reclaim(&self) {
         let mut segments = self
             .shared
@@ -304,7 +305,7 @@ impl Forwarder {
             .unwrap_or_else(|poison| poison.into_inner());
         while segments.len() > 1 && segments[1] <= self.persisted {
             let first = segments.remove(0);
-            if let Err(error) = std::fs::remove_file(self.shared.segment_path(first)) {
+            if let Err(error) = self.shared.retire(first) {
                 tracing::warn!(%error, "spool: cannot delete a delivered segment");
             }
         }

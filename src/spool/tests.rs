@@ -218,6 +218,58 @@ fn a_rolled_segment_that_ends_in_zeros_is_read_through() {
     assert_eq!(read, [values, vec![b"next".to_vec()]].concat());
 }
 
+#[test]
+fn a_delivered_segment_is_reused_as_the_next_one_and_its_old_records_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = |n: u32| format!("{n:01000}").into_bytes();
+    // A 1 MiB spool rolls its segments at 256 KiB.
+    let first: Vec<Vec<u8>> = (0..600).map(record).collect();
+    append_all(dir.path(), 1 << 20, &first);
+    let (spool, parts, _) = Spool::open(dir.path(), 1 << 20, &Metrics::new(), None).unwrap();
+    let segments = spool.shared.segments.lock().unwrap().clone();
+    assert!(segments.len() >= 3, "segments: {segments:?}");
+    let old_len = file_len(&segment_path(dir.path(), 0));
+    // What the forwarder does once Kafka has every record of the first segment.
+    write_checkpoint(dir.path(), segments[1]).unwrap();
+    spool.shared.segments.lock().unwrap().remove(0);
+    spool.shared.retire(0).unwrap();
+    assert!(dir.path().join(SPARE).exists());
+    assert!(!segment_path(dir.path(), 0).exists());
+
+    // Enough records for the writer to roll: the new segment is the spare, overwritten in place.
+    let more: Vec<Vec<u8>> = (600..900).map(record).collect();
+    let runtime = runtime();
+    for value in &more {
+        runtime
+            .block_on(spool.append(entry_frame(value), None))
+            .unwrap();
+    }
+    spool.close();
+    let _ = parts.writer.join();
+    drop(parts.lock);
+    let rolled = *list_segments(dir.path()).unwrap().last().unwrap();
+    assert!(
+        rolled > segments[2],
+        "no roll: {:?}",
+        list_segments(dir.path())
+    );
+    assert!(!dir.path().join(SPARE).exists());
+    assert_eq!(file_len(&segment_path(dir.path(), rolled)), old_len);
+
+    let (recovery, records) = read_all(dir.path());
+
+    // The reused segment's old records are cut quietly, not counted as damage.
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(
+        file_len(&segment_path(dir.path(), rolled)),
+        records_end(dir.path(), rolled)
+    );
+    let read: Vec<Vec<u8>> = records.into_iter().map(|r| r.value).collect();
+    let expected = [&first[segments[1] as usize..], &more[..]].concat();
+    assert_eq!(read.len(), expected.len());
+    assert!(read == expected, "records differ");
+}
+
 /// A batch whose write or fsync failed is cut back and answered 503; the next batch reuses its
 /// sequence numbers. A reader that had read the refused bytes ahead must not deliver them.
 #[test]

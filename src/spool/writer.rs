@@ -228,11 +228,13 @@ impl Writer {
             return Ok(());
         }
         let path = self.shared.segment_path(self.next_seq);
+        let reused = self.shared.reuse_spare(self.next_seq)?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)?;
+        let allocated = if reused { file.metadata()?.len() } else { 0 };
         super::sync_dir(&self.shared.dir)?;
         self.shared
             .segments
@@ -242,7 +244,7 @@ impl Writer {
         self.file = file;
         self.segment = self.next_seq;
         self.length = 0;
-        self.allocated = 0;
+        self.allocated = allocated;
         Ok(())
     }
 
