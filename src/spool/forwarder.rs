@@ -7,7 +7,7 @@
 //! requests/s: 3 400 → 780 wake-ups/s, spool CPU per request −8 %). The checkpoint
 //! advances over the contiguous prefix of acknowledged records and is persisted at most every
 //! [`CHECKPOINT_EVERY`] (a crash re-sends at most that much: at-least-once). Segments entirely
-//! below the checkpoint are deleted.
+//! below the checkpoint are retired (kept for reuse as the next segment, or deleted).
 //!
 //! A failed delivery (librdkafka gave up after `message.timeout.ms`, or a permanent error)
 //! rewinds: once every in-flight record has its report, reading restarts at the first failed
@@ -202,13 +202,6 @@ impl Forwarder {
     fn send_more(&mut self) -> std::io::Result<()> {
         while self.can_send() {
             self.paused_until = None;
-            let before = (
-                Location {
-                    segment: self.reader.segment,
-                    offset: self.reader.offset,
-                },
-                self.reader.next_seq,
-            );
             let Some(frame) = self.reader.next()? else {
                 return Ok(());
             };
@@ -238,8 +231,9 @@ impl Forwarder {
                     state: State::InFlight,
                 }),
                 Err(error) => {
-                    // Read it again later; a full queue drains as reports arrive.
-                    self.reader.seek(before.0, before.1)?;
+                    // Read it again later; a full queue drains as reports arrive. (Where the
+                    // record itself starts: the segment before it may be retired already.)
+                    self.reader.seek(location, seq);
                     if !matches!(error, PublishError::QueueFull) {
                         tracing::warn!(%error, "spool: cannot hand a record to the producer");
                     }
@@ -306,7 +300,7 @@ impl Forwarder {
         while segments.len() > 1 && segments[1] <= self.persisted {
             let first = segments.remove(0);
             if let Err(error) = self.shared.retire(first) {
-                tracing::warn!(%error, "spool: cannot delete a delivered segment");
+                tracing::warn!(%error, "spool: cannot retire a delivered segment");
             }
         }
     }
@@ -341,9 +335,7 @@ impl Forwarder {
             records = resent,
             "spool: Kafka did not acknowledge records; sending them again"
         );
-        if let Err(error) = self.reader.seek(location, first_failed) {
-            tracing::error!(%error, "spool: cannot rewind");
-        }
+        self.reader.seek(location, first_failed);
         self.rewind_to = None;
         self.paused_until = Some(Instant::now() + REWIND_PAUSE);
     }

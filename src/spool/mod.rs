@@ -19,13 +19,13 @@
 //! writer's next roll renames it to the new segment's name and overwrites it in place. Deleting
 //! a 64 MiB file frees its blocks, and on a filesystem mounted with `discard` (common on virtual
 //! disks) that stalls the device's next flushes: measured on this project's machine, a group
-//! commit of 25 ms after every segment deletion. Reuse also spares the writer the zeros it would
-//! write ahead in a new segment. The records a reused segment held before have sequence numbers
-//! below its first one, so they read as the end of the segment.
+//! commit of 25 ms after every segment deletion. The writer overwrites a reused segment as it
+//! writes a new one, zeros ahead of its records, so its old records are never next to new ones.
 //!
-//! Recovery after a crash scans every segment. In the last one, zeros after the records are kept
-//! (space written ahead), while anything else after them is cut off: records of the segment's
-//! previous life (quietly) or a torn or corrupt tail (logged).
+//! Recovery after a crash scans every segment. In the last one, the zeros after the records (up
+//! to the next 1 MiB step) are kept; anything else there is a torn or corrupt tail, cut off and
+//! logged. What lies past that step (a reused segment's old records) is zeroed by the writer
+//! before its records get there.
 
 pub mod codec;
 mod forwarder;
@@ -145,7 +145,9 @@ impl Shared {
             .spare
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if *spare {
+        // Not one sized for other settings (a larger spool before a restart).
+        let oversized = fs::metadata(&path)?.len() > self.segment_bytes + writer::PREWRITE_STEP;
+        if *spare || oversized {
             return fs::remove_file(&path);
         }
         fs::rename(&path, self.dir.join(SPARE))?;
@@ -267,7 +269,7 @@ impl Spool {
             receiver,
             events.clone(),
             next_seq,
-            scan.last_end,
+            scan.tail,
             metrics.spool_fsync_seconds.clone(),
             idempotency,
         )?;
@@ -484,8 +486,16 @@ struct Scan {
     live_bytes: u64,
     oldest_received_ms: u64,
     truncated_bytes: u64,
-    /// Where the last segment's records end (zeros written ahead of them may follow).
-    last_end: u64,
+    tail: Tail,
+}
+
+/// The end of the last segment as recovery found it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tail {
+    /// Where its records end.
+    records_end: u64,
+    /// Up to where zeros follow them.
+    zeroed_to: u64,
 }
 
 /// Scans every segment, cuts the last one back to its records, deletes fully delivered segments.
@@ -499,7 +509,7 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
         live_bytes: 0,
         oldest_received_ms: 0,
         truncated_bytes: 0,
-        last_end: 0,
+        tail: Tail::default(),
     };
     let mut kept = Vec::new();
     let segments = list_segments(dir)?;
@@ -521,21 +531,31 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
             expected += 1;
         }
         let last = index + 1 == segments.len();
-        if last && valid_end < file_len && !only_zeros_after(&mut reader, valid_end)? {
-            let cut = file_len - valid_end;
-            if stale_frame_at(&mut reader, valid_end, first_seq)? {
-                tracing::debug!(segment = %path.display(), bytes = cut, "spool: cutting the old records of a reused segment");
+        if last {
+            // The writer writes zeros ahead of its records to the next step (or the file's end):
+            // anything else there is a torn or corrupt write. Beyond the step, a reused segment
+            // holds its old records, which the writer zeroes before it gets there.
+            let zeroed_to = file_len.min(valid_end.next_multiple_of(writer::PREWRITE_STEP));
+            if only_zeros(&mut reader, valid_end, zeroed_to)? {
+                scan.tail = Tail {
+                    records_end: valid_end,
+                    zeroed_to,
+                };
             } else {
+                let cut = file_len - valid_end;
                 tracing::warn!(segment = %path.display(), bytes = cut, "spool: truncating a torn or corrupt tail left by a crash");
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(valid_end)?;
                 scan.truncated_bytes += cut;
+                scan.tail = Tail {
+                    records_end: valid_end,
+                    zeroed_to: valid_end,
+                };
             }
-            OpenOptions::new()
-                .write(true)
-                .open(&path)?
-                .set_len(valid_end)?;
         }
         scan.next_seq = scan.next_seq.max(expected);
-        scan.last_end = valid_end;
         let next_first = segments.get(index + 1).copied();
         if let Some(next) = next_first.filter(|&next| next > expected && next > checkpoint) {
             tracing::error!(segment = %path.display(), missing_from = expected, missing_to = next - 1, "spool: records are missing between two segments (the disk lost written data)");
@@ -551,30 +571,22 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
     Ok((kept, scan))
 }
 
-/// Whether a frame of an earlier life of a reused segment (a sequence number below the segment's
-/// first) starts at `offset`.
-fn stale_frame_at(reader: &mut BufReader<File>, offset: u64, first_seq: u64) -> io::Result<bool> {
-    reader.seek(SeekFrom::Start(offset))?;
-    let mut head = [0u8; FRAME_HEADER];
-    if !read_full(reader, &mut head)? {
-        return Ok(false);
-    }
-    Ok(FrameHeader::parse(&head).is_some_and(|header| header.seq < first_seq))
-}
-
-/// Whether everything from `offset` to the end of the file is zero bytes.
-fn only_zeros_after(reader: &mut BufReader<File>, offset: u64) -> io::Result<bool> {
-    reader.seek(SeekFrom::Start(offset))?;
+/// Whether the bytes from `from` to `to` are all zeros (or past the file's end).
+fn only_zeros(reader: &mut BufReader<File>, from: u64, to: u64) -> io::Result<bool> {
+    reader.seek(SeekFrom::Start(from))?;
     let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        match reader.read(&mut chunk) {
+    let mut left = to.saturating_sub(from);
+    while left > 0 {
+        let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        match reader.read(&mut chunk[..want]) {
             Ok(0) => return Ok(true),
             Ok(read) if chunk[..read].iter().any(|&byte| byte != 0) => return Ok(false),
-            Ok(_) => {}
+            Ok(read) => left -= read as u64,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => return Err(error),
         }
     }
+    Ok(true)
 }
 
 /// Reads one frame whose sequence number must be `expected`; `None` at the end of valid data.
@@ -706,14 +718,13 @@ impl Reader {
         Ok(reader)
     }
 
-    fn seek(&mut self, location: Location, seq: u64) -> io::Result<()> {
-        let mut file = BufReader::new(File::open(self.shared.segment_path(location.segment))?);
-        file.seek(SeekFrom::Start(location.offset))?;
-        self.file = Some(file);
+    /// Makes record `seq`, which starts at `location`, the next one read (the file is opened
+    /// then, so a seek itself cannot fail).
+    fn seek(&mut self, location: Location, seq: u64) {
+        self.file = None;
         self.segment = location.segment;
         self.offset = location.offset;
         self.next_seq = seq;
-        Ok(())
     }
 
     /// The next record's location, sequence number, verified payload and framed size, if it is

@@ -221,7 +221,8 @@ fn a_rolled_segment_that_ends_in_zeros_is_read_through() {
 #[test]
 fn a_delivered_segment_is_reused_as_the_next_one_and_its_old_records_never_read() {
     let dir = tempfile::tempdir().unwrap();
-    let record = |n: u32| format!("{n:01000}").into_bytes();
+    // Records of varied sizes, so that new frames do not line up with the old ones.
+    let record = |n: u32| vec![b'a' + (n % 26) as u8; 500 + (n as usize * 37) % 900];
     // A 1 MiB spool rolls its segments at 256 KiB.
     let first: Vec<Vec<u8>> = (0..600).map(record).collect();
     append_all(dir.path(), 1 << 20, &first);
@@ -237,7 +238,7 @@ fn a_delivered_segment_is_reused_as_the_next_one_and_its_old_records_never_read(
     assert!(!segment_path(dir.path(), 0).exists());
 
     // Enough records for the writer to roll: the new segment is the spare, overwritten in place.
-    let more: Vec<Vec<u8>> = (600..900).map(record).collect();
+    let more: Vec<Vec<u8>> = (600..800).map(record).collect();
     let runtime = runtime();
     for value in &more {
         runtime
@@ -254,20 +255,131 @@ fn a_delivered_segment_is_reused_as_the_next_one_and_its_old_records_never_read(
         list_segments(dir.path())
     );
     assert!(!dir.path().join(SPARE).exists());
-    assert_eq!(file_len(&segment_path(dir.path(), rolled)), old_len);
+    let reused = segment_path(dir.path(), rolled);
+    assert_eq!(file_len(&reused), old_len);
+    // Zeros follow the new records, not the segment's old ones.
+    let end = records_end(dir.path(), rolled);
+    let mut after = vec![0u8; 4096];
+    File::open(&reused)
+        .unwrap()
+        .read_exact_at(&mut after, end)
+        .unwrap();
+    assert!(after.iter().all(|&byte| byte == 0));
 
     let (recovery, records) = read_all(dir.path());
 
-    // The reused segment's old records are cut quietly, not counted as damage.
     assert_eq!(recovery.truncated_bytes, 0);
-    assert_eq!(
-        file_len(&segment_path(dir.path(), rolled)),
-        records_end(dir.path(), rolled)
-    );
+    assert_eq!(file_len(&reused), old_len);
     let read: Vec<Vec<u8>> = records.into_iter().map(|r| r.value).collect();
     let expected = [&first[segments[1] as usize..], &more[..]].concat();
+    assert!(read == expected, "records differ");
+    // And after the restart the writer goes on in the reused segment.
+    let last = append_all(dir.path(), 1 << 20, &[b"last".to_vec()]);
+    assert_eq!(last, vec![800]);
+    let (recovery, records) = read_all(dir.path());
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(records.last().unwrap().value, b"last");
+    assert_eq!(records.len(), expected.len() + 1);
+}
+
+/// In a reused segment larger than a step, the old records lie beyond the zeros written ahead;
+/// the writer zeroes them before its records get there, across restarts.
+#[test]
+fn the_old_records_of_a_large_reused_segment_are_zeroed_before_new_records_reach_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 16 MiB spool rolls its segments at 4 MiB.
+    let max = 16 << 20;
+    let record = |n: u32| vec![b'a' + (n % 26) as u8; 700 + (n as usize * 37) % 700];
+    let first: Vec<Vec<u8>> = (0..4500).map(record).collect();
+    append_concurrently(dir.path(), max, &first);
+    let segments = list_segments(dir.path()).unwrap();
+    assert_eq!(segments.len(), 2, "segments: {segments:?}");
+    {
+        let (spool, parts, _) = Spool::open(dir.path(), max, &Metrics::new(), None).unwrap();
+        write_checkpoint(dir.path(), segments[1]).unwrap();
+        spool.shared.segments.lock().unwrap().remove(0);
+        spool.shared.retire(0).unwrap();
+        // Fill the second segment and start the third in the spare.
+        let runtime = runtime();
+        let mut n = 4500;
+        while list_segments(dir.path()).unwrap().len() < 2
+            || spool.shared.segments.lock().unwrap().len() < 2
+        {
+            runtime
+                .block_on(spool.append(entry_frame(&record(n)), None))
+                .unwrap();
+            n += 1;
+        }
+        spool.close();
+        let _ = parts.writer.join();
+    }
+    let rolled = *list_segments(dir.path()).unwrap().last().unwrap();
+    let reused = segment_path(dir.path(), rolled);
+    let end = records_end(dir.path(), rolled);
+    let step = writer::PREWRITE_STEP;
+    assert!(
+        file_len(&reused) > 2 * step,
+        "a reused segment of {} bytes",
+        file_len(&reused)
+    );
+    let mut bytes = vec![0u8; file_len(&reused) as usize];
+    File::open(&reused)
+        .unwrap()
+        .read_exact_at(&mut bytes, 0)
+        .unwrap();
+    assert!(bytes[end as usize..step as usize]
+        .iter()
+        .all(|&byte| byte == 0));
+    assert!(
+        bytes[step as usize..].iter().any(|&byte| byte != 0),
+        "no old records past the step"
+    );
+
+    // Restart, then write well past the first step of the reused segment.
+    let (recovery, before) = read_all(dir.path());
+    assert_eq!(recovery.truncated_bytes, 0);
+    let later: Vec<Vec<u8>> = (10_000..12_000).map(record).collect();
+    append_concurrently(dir.path(), max, &later);
+
+    let (recovery, records) = read_all(dir.path());
+
+    assert_eq!(recovery.truncated_bytes, 0);
+    let read: Vec<Vec<u8>> = records.into_iter().map(|r| r.value).collect();
+    let expected: Vec<Vec<u8>> = before.into_iter().map(|r| r.value).chain(later).collect();
     assert_eq!(read.len(), expected.len());
     assert!(read == expected, "records differ");
+}
+
+/// The forwarder puts a record back (the producer's queue is full) by seeking to where that record
+/// starts, which works even when the segment before it was retired meanwhile.
+#[test]
+fn a_record_put_back_after_its_previous_segment_was_retired_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<Vec<u8>> = (0..600u32)
+        .map(|n| format!("{n:01000}").into_bytes())
+        .collect();
+    append_all(dir.path(), 1 << 20, &values);
+    let (spool, parts, _) = Spool::open(dir.path(), 1 << 20, &Metrics::new(), None).unwrap();
+    let segments = spool.shared.segments.lock().unwrap().clone();
+    let mut reader = Reader::new(spool.shared.clone(), &segments, 0).unwrap();
+    let mut frame = reader.next().unwrap().unwrap();
+    while frame.seq < segments[1] {
+        frame = reader.next().unwrap().unwrap();
+    }
+    assert_eq!(frame.location.segment, segments[1]);
+    spool.shared.segments.lock().unwrap().remove(0);
+    spool.shared.retire(segments[0]).unwrap();
+
+    reader.seek(frame.location, frame.seq);
+
+    let again = reader.next().unwrap().expect("the record again");
+    assert_eq!(again.seq, segments[1]);
+    assert_eq!(
+        codec::decode(again.seq, &again.payload).unwrap().value,
+        values[segments[1] as usize]
+    );
+    spool.close();
+    let _ = parts.writer.join();
 }
 
 /// A batch whose write or fsync failed is cut back and answered 503; the next batch reuses its

@@ -10,7 +10,9 @@
 //! `fdatasync` of a group commit flushes data only: no size change, no ext4 journal commit (and no
 //! wait for the journal thread on a busy CPU). Measured on this project's 2-core machine: an
 //! idle `fdatasync` of a 800-byte write 0.109 → 0.084 ms; spool mode under full load 33 000 →
-//! 37 000–38 500 req/s. Recovery treats a zero tail as the end of the records.
+//! 37 000–38 500 req/s. A reused segment (see [`super`]) is overwritten the same way, zeros
+//! ahead of the records, so that records are always followed by zeros, never by the segment's
+//! old records. Recovery treats the zeros as the end of the records.
 //!
 //! A failed write or fsync is answered as an error to every request of the batch (they get 503,
 //! never a 2xx), the segment is cut back to its last durable length, and the spool reports
@@ -44,8 +46,14 @@ struct Writer {
     segment: u64,
     /// Length of the active segment up to its last durable record.
     length: u64,
-    /// Length of the active segment's file: records, then zeros.
-    allocated: u64,
+    /// The file holds zeros from `length` up to here: records written there are followed by
+    /// zeros, never by older bytes (a reused segment's previous records, a refused batch).
+    zeroed: u64,
+    /// Length of the active segment's file.
+    file_len: u64,
+    /// A cut back failed: bytes of a refused batch may follow `length`. No record is written
+    /// until a cut back succeeds.
+    uncut: bool,
     next_seq: u64,
     buffer: Vec<u8>,
 }
@@ -55,12 +63,13 @@ pub(super) fn spawn(
     requests: mpsc::Receiver<WriterMessage>,
     events: mpsc::Sender<ForwarderEvent>,
     next_seq: u64,
-    records_end: u64,
+    tail: super::Tail,
     fsync_seconds: Histogram,
     idempotency: Option<Arc<Idempotency>>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
-    let (segment, file, allocated) = open_active(&shared, next_seq)?;
-    let length = records_end.min(allocated);
+    let (segment, file, file_len) = open_active(&shared, next_seq)?;
+    let length = tail.records_end.min(file_len);
+    let zeroed = tail.zeroed_to.clamp(length, file_len);
     let mut writer = Writer {
         shared,
         events,
@@ -69,7 +78,9 @@ pub(super) fn spawn(
         file,
         segment,
         length,
-        allocated,
+        zeroed,
+        file_len,
+        uncut: false,
         next_seq,
         buffer: Vec::with_capacity(64 * 1024),
     };
@@ -96,9 +107,9 @@ fn open_active(shared: &Shared, next_seq: u64) -> io::Result<(u64, File, u64)> {
         .truncate(false)
         .write(true)
         .open(shared.segment_path(segment))?;
-    let allocated = file.metadata()?.len();
+    let file_len = file.metadata()?.len();
     super::sync_dir(&shared.dir)?;
-    Ok((segment, file, allocated))
+    Ok((segment, file, file_len))
 }
 
 impl Writer {
@@ -148,18 +159,21 @@ impl Writer {
         }
         let records_bytes = self.buffer.len() as u64;
         let records_end = self.length + records_bytes;
-        let grows = records_end > self.allocated;
-        if grows {
-            // Grow the file with zeros up to the next step (not past the segment's size), in the
-            // same write.
-            let end = records_end
-                .next_multiple_of(PREWRITE_STEP)
-                .min(self.shared.segment_bytes.max(records_end));
+        let pads = records_end > self.zeroed;
+        if pads {
+            // Zeros after the records up to the next step, in the same write: not past the
+            // segment's size, unless the (reused) file is longer.
+            let end = records_end.next_multiple_of(PREWRITE_STEP).min(
+                self.shared
+                    .segment_bytes
+                    .max(records_end)
+                    .max(self.file_len),
+            );
             self.buffer.resize((end - self.length) as usize, 0);
         }
         let started = Instant::now();
         let mut written = self.write_buffer();
-        if written.is_err() && grows {
+        if written.is_err() && pads && !self.uncut {
             // Perhaps no room for the zeros (a nearly full disk): the records alone may fit.
             self.cut_back();
             self.buffer.truncate(records_bytes as usize);
@@ -175,7 +189,9 @@ impl Writer {
             tracing::info!("spool writes succeed again");
             self.shared.set_write_error(None);
         }
-        self.allocated = self.allocated.max(self.length + self.buffer.len() as u64);
+        let written_end = self.length + self.buffer.len() as u64;
+        self.file_len = self.file_len.max(written_end);
+        self.zeroed = self.zeroed.max(written_end);
         self.length = records_end;
         self.next_seq += batch.len() as u64;
         let shared = &self.shared;
@@ -207,7 +223,15 @@ impl Writer {
         }
     }
 
-    fn write_buffer(&self) -> io::Result<()> {
+    fn write_buffer(&mut self) -> io::Result<()> {
+        if self.uncut {
+            self.cut_back();
+            if self.uncut {
+                return Err(io::Error::other(
+                    "cannot cut the segment back after a failed write",
+                ));
+            }
+        }
         self.file
             .write_all_at(&self.buffer, self.length)
             .and_then(|()| self.file.sync_data())
@@ -216,25 +240,27 @@ impl Writer {
     /// Cuts the segment back to its last durable record, so that no half-written frame stays
     /// behind, and tells readers to forget what they read past it.
     fn cut_back(&mut self) {
-        let _ = self.file.set_len(self.length);
-        self.allocated = self.length;
+        self.uncut = self.file.set_len(self.length).is_err();
+        self.file_len = self.length;
+        self.zeroed = self.length;
         // After the cut: a reader that sees the new count and reads again reads the cut file.
         self.shared.cut_backs.fetch_add(1, Ordering::Release);
     }
 
     /// Starts a new segment when the active one has reached its size.
     fn roll_if_full(&mut self) -> io::Result<()> {
-        if self.length < self.shared.segment_bytes {
+        if self.length < self.shared.segment_bytes || self.uncut {
             return Ok(());
         }
         let path = self.shared.segment_path(self.next_seq);
-        let reused = self.shared.reuse_spare(self.next_seq)?;
+        self.shared.reuse_spare(self.next_seq)?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)?;
-        let allocated = if reused { file.metadata()?.len() } else { 0 };
+        // A reused segment still holds its old records: zeros go ahead of the new ones.
+        let file_len = file.metadata()?.len();
         super::sync_dir(&self.shared.dir)?;
         self.shared
             .segments
@@ -244,7 +270,8 @@ impl Writer {
         self.file = file;
         self.segment = self.next_seq;
         self.length = 0;
-        self.allocated = allocated;
+        self.zeroed = 0;
+        self.file_len = file_len;
         Ok(())
     }
 
