@@ -535,7 +535,8 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
             // The writer writes zeros ahead of its records to the next step (or the file's end):
             // anything else there is a torn or corrupt write. Beyond the step, a reused segment
             // holds its old records, which the writer zeroes before it gets there.
-            let zeroed_to = file_len.min(valid_end.next_multiple_of(writer::PREWRITE_STEP));
+            let zeroed_to = file_len
+                .min((valid_end + writer::FRAME_HEADER).next_multiple_of(writer::PREWRITE_STEP));
             if only_zeros(&mut reader, valid_end, zeroed_to)? {
                 scan.tail = Tail {
                     records_end: valid_end,

@@ -291,7 +291,10 @@ fn the_old_records_of_a_large_reused_segment_are_zeroed_before_new_records_reach
     let max = 16 << 20;
     let record = |n: u32| vec![b'a' + (n % 26) as u8; 700 + (n as usize * 37) % 700];
     let first: Vec<Vec<u8>> = (0..4500).map(record).collect();
-    append_concurrently(dir.path(), max, &first);
+    // In groups small enough that the roll comes within 100 records of 4 MiB.
+    for chunk in first.chunks(100) {
+        append_concurrently(dir.path(), max, chunk);
+    }
     let segments = list_segments(dir.path()).unwrap();
     assert_eq!(segments.len(), 2, "segments: {segments:?}");
     {
@@ -380,6 +383,58 @@ fn a_record_put_back_after_its_previous_segment_was_retired_is_read_again() {
     );
     spool.close();
     let _ = parts.writer.join();
+}
+
+/// Old bytes past a step (a reused segment's records, or frames of a batch torn by a crash) are
+/// zeroed by the write whose records reach the step, even when they end exactly on it: a reader
+/// that reads ahead of the writer never finds an old frame where the next record goes.
+#[test]
+fn records_that_end_on_a_step_are_followed_by_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = writer::PREWRITE_STEP as usize;
+    // entry_frame's frames are 55 bytes plus the value.
+    let (first, second) = (vec![b'a'; step - 1000 - 55], vec![b'b'; 1000 - 55]);
+    let (spool, parts, _) = Spool::open(dir.path(), 1 << 30, &Metrics::new(), None).unwrap();
+    let runtime = runtime();
+    runtime
+        .block_on(spool.append(entry_frame(&first), None))
+        .unwrap();
+    // An old frame, with the sequence number the third record will get, just past the step.
+    let mut ghost = entry_frame(b"never acknowledged");
+    codec::seal(&mut ghost, 2);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir.path(), 0))
+        .unwrap();
+    file.write_all_at(&ghost, step as u64).unwrap();
+    runtime
+        .block_on(spool.append(entry_frame(&second), None))
+        .unwrap();
+    assert_eq!(records_end(dir.path(), 0), step as u64);
+    // The reader reads the second record, and reads ahead past it, before the third is written.
+    let mut reader = Reader::new(spool.shared.clone(), &[0], 0).unwrap();
+    reader.next().unwrap().expect("record 0");
+    reader.next().unwrap().expect("record 1");
+    runtime
+        .block_on(spool.append(entry_frame(b"acknowledged"), None))
+        .unwrap();
+
+    let frame = match reader.next().unwrap() {
+        Some(frame) => frame,
+        None => reader.next().unwrap().expect("record 2"),
+    };
+
+    assert_eq!(
+        codec::decode(frame.seq, &frame.payload).unwrap().value,
+        b"acknowledged"
+    );
+    spool.close();
+    let _ = parts.writer.join();
+    drop(parts.lock);
+    let (recovery, records) = read_all(dir.path());
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[2].value, b"acknowledged");
 }
 
 /// A batch whose write or fsync failed is cut back and answered 503; the next batch reuses its

@@ -36,6 +36,8 @@ const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// How far a segment is written ahead of its records, in zeros.
 pub(super) const PREWRITE_STEP: u64 = 1024 * 1024;
+/// Zeros at least this long follow the last record (a whole frame header reads as no frame).
+pub(super) const FRAME_HEADER: u64 = codec::FRAME_HEADER as u64;
 
 struct Writer {
     shared: Arc<Shared>,
@@ -159,16 +161,19 @@ impl Writer {
         }
         let records_bytes = self.buffer.len() as u64;
         let records_end = self.length + records_bytes;
-        let pads = records_end > self.zeroed;
+        // At least a frame header of zeros follows the records (unless the file ends there).
+        let pads = records_end + FRAME_HEADER > self.zeroed;
         if pads {
             // Zeros after the records up to the next step, in the same write: not past the
             // segment's size, unless the (reused) file is longer.
-            let end = records_end.next_multiple_of(PREWRITE_STEP).min(
-                self.shared
-                    .segment_bytes
-                    .max(records_end)
-                    .max(self.file_len),
-            );
+            let end = (records_end + FRAME_HEADER)
+                .next_multiple_of(PREWRITE_STEP)
+                .min(
+                    self.shared
+                        .segment_bytes
+                        .max(records_end)
+                        .max(self.file_len),
+                );
             self.buffer.resize((end - self.length) as usize, 0);
         }
         let started = Instant::now();
