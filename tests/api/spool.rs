@@ -152,6 +152,65 @@ async fn events_accepted_while_the_broker_is_paused_all_arrive_after_it_resumes(
     drop(app);
 }
 
+/// A producer queue of 20 records makes the forwarder put records back (queue full) over and over
+/// while 256 KiB segments roll, are delivered, kept as the spare and reused: every acknowledged
+/// event arrives.
+#[tokio::test]
+async fn a_tiny_producer_queue_and_reused_segments_lose_nothing() {
+    const EVENTS: usize = 3_000;
+    let app = spawn_app_with(Options {
+        spool_max_bytes: 1024 * 1024,
+        extra: "\n[kafka.options]\n\"queue.buffering.max.messages\" = \"20\"\n".to_owned(),
+        ..spool_options(&crate::helpers::broker().address)
+    })
+    .await;
+
+    let (accepted, refused) = post_many(&app.address, EVENTS, 32).await;
+
+    // The spool may fill while the tiny queue drains: those requests are refused, not lost.
+    assert!(
+        refused
+            .iter()
+            .all(|(status, code)| *status == 503 && code == "spool_full"),
+        "{:?}",
+        &refused[..refused.len().min(5)]
+    );
+    assert!(
+        accepted.len() > EVENTS / 2,
+        "only {} accepted",
+        accepted.len()
+    );
+    let expected: HashSet<String> = accepted.into_iter().collect();
+    let topic = app.config.topic("course.completed.50");
+    let brokers = crate::helpers::broker().address.clone();
+    let seen = tokio::task::spawn_blocking({
+        let expected = expected.clone();
+        move || wait_for_ids(&brokers, &topic, &expected, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let missing = expected.iter().filter(|id| !seen.contains_key(*id)).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} accepted events never reached Kafka",
+        expected.len()
+    );
+    // Delivered segments were kept for reuse rather than deleted.
+    let spare = app
+        .config
+        .path
+        .parent()
+        .unwrap()
+        .join("spool")
+        .join("spare");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !spare.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(spare.exists(), "no spare segment in {}", spare.display());
+}
+
 #[tokio::test]
 async fn a_full_spool_refuses_with_503_and_accepts_again_when_kafka_returns() {
     let broker = PrivateBroker::start();
