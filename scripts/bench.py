@@ -21,7 +21,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELAY = os.path.join(ROOT, "target/release/hookrelay")
+# RELAY_BIN compares another build (an A/B run of two commits).
+RELAY = os.environ.get("RELAY_BIN", os.path.join(ROOT, "target/release/hookrelay"))
 BARE = os.path.join(ROOT, "target/release/examples/bare_ingress")
 SAMPLE = os.path.join(ROOT, "samples/tagmango/course.completed.50.json")
 TOKEN = "bench-token"
