@@ -14,6 +14,24 @@ fn hookrelay(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("hookrelay runs")
 }
 
+/// `hookrelay tail` for the first record of `topic` (waiting up to 10 s).
+fn tail_one(config: &str, topic: &str) -> Output {
+    hookrelay(
+        &[
+            "tail",
+            "--config",
+            config,
+            "--topic",
+            topic,
+            "--max",
+            "1",
+            "--idle-exit-ms",
+            "10000",
+        ],
+        &[],
+    )
+}
+
 fn write_config(dir: &tempfile::TempDir, text: &str) -> String {
     let path = dir.path().join("hookrelay.toml");
     std::fs::write(&path, text).unwrap();
@@ -142,13 +160,7 @@ fn serve_refuses_to_start_when_topics_are_missing() {
 #[tokio::test]
 async fn tail_prints_key_headers_and_value() {
     let app = spawn_app().await;
-    assert_eq!(
-        app.post_sample("course.completed.50")
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.accept_sample("course.completed.50").await;
     let topic = app.config.topic("course.completed.50");
     let config = app.config.path.display().to_string();
     let records = tokio::task::spawn_blocking({
@@ -159,24 +171,9 @@ async fn tail_prints_key_headers_and_value() {
     .unwrap();
     assert_eq!(records.len(), 1);
 
-    let output = tokio::task::spawn_blocking(move || {
-        hookrelay(
-            &[
-                "tail",
-                "--config",
-                &config,
-                "--topic",
-                &topic,
-                "--max",
-                "1",
-                "--idle-exit-ms",
-                "10000",
-            ],
-            &[],
-        )
-    })
-    .await
-    .unwrap();
+    let output = tokio::task::spawn_blocking(move || tail_one(&config, &topic))
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0));
     assert!(stdout.contains("key: student@example.com"), "{stdout}");
@@ -192,13 +189,7 @@ async fn tail_prints_key_headers_and_value() {
 #[tokio::test]
 async fn tail_and_spool_status_run_without_the_senders_secrets() {
     let app = spawn_app().await;
-    assert_eq!(
-        app.post_sample("course.completed.50")
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.accept_sample("course.completed.50").await;
     let topic = app.config.topic("course.completed.50");
     let text = std::fs::read_to_string(&app.config.path).unwrap();
     let start = text.find("secrets = [").unwrap();
@@ -214,20 +205,7 @@ async fn tail_and_spool_status_run_without_the_senders_secrets() {
     let (check, tail, status) = tokio::task::spawn_blocking(move || {
         (
             hookrelay(&["check-config", "--config", &config], &[]),
-            hookrelay(
-                &[
-                    "tail",
-                    "--config",
-                    &config,
-                    "--topic",
-                    &topic,
-                    "--max",
-                    "1",
-                    "--idle-exit-ms",
-                    "10000",
-                ],
-                &[],
-            ),
+            tail_one(&config, &topic),
             hookrelay(&["spool", "status", "--config", &config], &[]),
         )
     })

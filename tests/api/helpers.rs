@@ -416,6 +416,18 @@ impl TestApp {
         self.post_json(&self.hook_url(event), sample(event)).await
     }
 
+    /// Posts the sample of `event` and asserts that it was accepted (200).
+    pub async fn accept_sample(&self, event: &str) {
+        let response = self.post_sample(event).await;
+        let status = response.status().as_u16();
+        assert_eq!(
+            status,
+            200,
+            "{event}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+
     pub async fn post_json(&self, url: &str, body: Vec<u8>) -> reqwest::Response {
         self.client
             .post(url)

@@ -160,13 +160,7 @@ async fn each_hostile_body_gets_its_defined_answer() {
         );
     }
     // The relay still serves after all of them.
-    assert_eq!(
-        app.post_sample("course.completed.50")
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.accept_sample("course.completed.50").await;
 }
 
 fn request_head(extra_headers: &str) -> Vec<u8> {
@@ -193,11 +187,5 @@ async fn oversized_request_heads_get_a_clean_4xx_without_a_hang() {
         assert!((400..500).contains(&status), "{what}: {response}");
         assert!(!response.contains(TOKEN), "{what}");
     }
-    assert_eq!(
-        app.post_sample("course.completed.50")
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.accept_sample("course.completed.50").await;
 }
