@@ -187,12 +187,26 @@ fn child<'a>(value: &'a RawValue, token: &str) -> Option<&'a RawValue> {
             .deserialize_map(MemberVisitor { name: token })
             .ok()?,
         b'[' => {
-            let index = token.parse::<usize>().ok()?;
+            let index = array_index(token)?;
             deserializer
                 .deserialize_seq(ElementVisitor { index })
                 .ok()?
         }
         _ => None,
+    }
+}
+
+/// An array index as RFC 6901 writes it: `0`, or digits without a leading zero (so not `01`,
+/// `+1` or ` 1`, which Rust's integer parsing would take).
+fn array_index(token: &str) -> Option<usize> {
+    let canonical = token == "0"
+        || (!token.is_empty()
+            && !token.starts_with('0')
+            && token.bytes().all(|byte| byte.is_ascii_digit()));
+    if canonical {
+        token.parse().ok()
+    } else {
+        None
     }
 }
 
@@ -403,6 +417,14 @@ mod tests {
         assert_eq!(lookup("/missing"), None);
         assert_eq!(lookup("/nested/a~1b/7"), None);
         assert_eq!(lookup("/email/0"), None);
+        // Array indexes as RFC 6901 writes them, nothing else.
+        for not_an_index in ["01", "+1", "-0", " 1", "1 ", "", "1e0", "0x1"] {
+            assert_eq!(
+                lookup(&format!("/nested/a~1b/{not_an_index}")),
+                None,
+                "{not_an_index:?}"
+            );
+        }
     }
 
     #[test]
