@@ -203,6 +203,7 @@ impl Forwarder {
         while self.can_send() {
             self.paused_until = None;
             let Some(frame) = self.reader.next()? else {
+                self.skip_lost()?;
                 return Ok(());
             };
             let (location, seq, size) = (frame.location, frame.seq, frame.size);
@@ -242,6 +243,34 @@ impl Forwarder {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Records the disk lost (a corrupt record, or a stretch missing between two segments) would
+    /// stop the forwarder there for good: once everything before them is settled, it logs them
+    /// and goes on with the next segment.
+    fn skip_lost(&mut self) -> std::io::Result<()> {
+        if !self.window.is_empty() || self.rewind_to.is_some() {
+            return Ok(());
+        }
+        let Some(resume) = self.reader.lost_until()? else {
+            return Ok(());
+        };
+        tracing::error!(
+            from_seq = self.reader.next_seq,
+            to_seq = resume - 1,
+            "spool: records are corrupt or missing (the disk lost written data); skipping them"
+        );
+        self.reader.seek(
+            Location {
+                segment: resume,
+                offset: 0,
+            },
+            resume,
+        );
+        self.checkpoint = resume;
+        self.shared.checkpoint.store(resume, Ordering::Relaxed);
+        self.persist(true);
         Ok(())
     }
 

@@ -719,6 +719,36 @@ impl Reader {
         Ok(reader)
     }
 
+    /// After [`Reader::next`] found no record: the first sequence number of the next segment, if
+    /// the records from `next_seq` up to it are lost (the disk lost or corrupted written data).
+    /// That is: a later segment exists (so this one is finished), no segment starts at
+    /// `next_seq`, and a fresh read (not what may be buffered from before the segment's last
+    /// records were written) finds no valid record where the next one should start.
+    fn lost_until(&mut self) -> io::Result<Option<u64>> {
+        let later = self
+            .shared
+            .segments
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .iter()
+            .copied()
+            .find(|&first| first > self.segment);
+        let Some(later) = later.filter(|&later| later > self.next_seq) else {
+            return Ok(None);
+        };
+        let position = (
+            Location {
+                segment: self.segment,
+                offset: self.offset,
+            },
+            self.next_seq,
+        );
+        self.file = None;
+        let found = self.next()?.is_some();
+        self.seek(position.0, position.1);
+        Ok((!found).then_some(later))
+    }
+
     /// Makes record `seq`, which starts at `location`, the next one read (the file is opened
     /// then, so a seek itself cannot fail).
     fn seek(&mut self, location: Location, seq: u64) {

@@ -324,6 +324,77 @@ async fn a_corrupt_spool_tail_is_cut_and_the_intact_records_are_delivered() {
     );
 }
 
+/// A record the disk corrupted in the middle of the spool (not a torn tail: later segments
+/// follow) must not stop delivery for good: the forwarder skips to the next segment, and
+/// everything before and after arrives, new events included.
+#[tokio::test]
+async fn a_corrupt_record_in_the_middle_of_the_spool_does_not_stop_delivery() {
+    use hookrelay::spool::{codec, Entry, Spool};
+
+    let config = TestConfig::new(&spool_options(&crate::helpers::broker().address));
+    let topic = config.topic("course.completed.50");
+    let dir = config.spool_dir();
+    {
+        // 64 KiB segments.
+        let (spool, _parts, _) =
+            Spool::open(&dir, 256 * 1024, &hookrelay::metrics::Metrics::new(), None).unwrap();
+        for n in 0..300 {
+            let id = format!("kept-{n}");
+            let frame = codec::encode(&Entry {
+                received: std::time::SystemTime::now(),
+                source: "tagmango",
+                topic: &topic,
+                key: b"k",
+                headers: &[("ce_id", id.as_bytes())],
+                value: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(400)).as_bytes(),
+            });
+            spool.append(frame, None).await.unwrap();
+        }
+        spool.close();
+    }
+    let mut segments: Vec<u64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".seg")?.parse().ok()
+        })
+        .collect();
+    segments.sort_unstable();
+    assert!(segments.len() >= 3, "segments: {segments:?}");
+    // A flipped byte in the first record of the second segment.
+    let second = dir.join(format!("{:020}.seg", segments[1]));
+    let mut bytes = std::fs::read(&second).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&second, bytes).unwrap();
+
+    let app = spawn_from_config(config).await;
+    let fresh: serde_json::Value = app
+        .post_unique("course.completed.50")
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let lost = segments[1]..segments[2];
+    let mut expected: HashSet<String> = (0..300u64)
+        .filter(|n| !lost.contains(n))
+        .map(|n| format!("kept-{n}"))
+        .collect();
+    expected.insert(fresh["id"].as_str().unwrap().to_owned());
+    let brokers = crate::helpers::broker().address.clone();
+    let seen = tokio::task::spawn_blocking({
+        let expected = expected.clone();
+        move || wait_for_ids(&brokers, &topic, &expected, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|id| !seen.contains_key(*id))
+        .collect();
+    assert!(missing.is_empty(), "not delivered: {missing:?}");
+}
+
 #[tokio::test]
 async fn a_duplicate_is_published_once_even_across_a_restart() {
     let app = spawn_app_with(spool_options(&crate::helpers::broker().address)).await;
