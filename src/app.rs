@@ -141,6 +141,7 @@ impl Application {
                         publisher.clone(),
                         source_metrics.clone(),
                         metrics.forwarder_retries.clone(),
+                        metrics.spool_records_lost.clone(),
                     )
                     .map_err(StartupError::Thread)?;
                 Some((spool, threads))

@@ -25,6 +25,7 @@ pub const SPOOL_BYTES: &str = "hookrelay_spool_bytes";
 pub const SPOOL_OLDEST_AGE_SECONDS: &str = "hookrelay_spool_oldest_record_age_seconds";
 pub const SPOOL_FSYNC_SECONDS: &str = "hookrelay_spool_fsync_duration_seconds";
 pub const FORWARDER_RETRIES_TOTAL: &str = "hookrelay_forwarder_retries_total";
+pub const SPOOL_RECORDS_LOST_TOTAL: &str = "hookrelay_spool_records_lost_total";
 pub const HTTP_REQUEST_BODY_BYTES: &str = "hookrelay_http_request_body_bytes";
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "hookrelay_http_requests_in_flight";
 pub const KAFKA_QUEUE_MESSAGES: &str = "hookrelay_kafka_producer_queue_messages";
@@ -72,6 +73,7 @@ pub struct Metrics {
     pub spool_oldest_age_seconds: Gauge,
     pub spool_fsync_seconds: Histogram,
     pub forwarder_retries: IntCounter,
+    pub spool_records_lost: IntCounter,
 }
 
 /// The series of one source, resolved once.
@@ -256,6 +258,12 @@ impl Metrics {
         )
         .expect("metric definitions are static and valid");
         register(Box::new(forwarder_retries.clone()));
+        let spool_records_lost = IntCounter::new(
+            SPOOL_RECORDS_LOST_TOTAL,
+            "Spooled records the disk corrupted or lost after their fsync, skipped by the forwarder.",
+        )
+        .expect("metric definitions are static and valid");
+        register(Box::new(spool_records_lost.clone()));
         let build_info = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Always 1; the labels tell the running version."),
             &["version"],
@@ -289,6 +297,7 @@ impl Metrics {
             spool_oldest_age_seconds,
             spool_fsync_seconds,
             forwarder_retries,
+            spool_records_lost,
         }
     }
 

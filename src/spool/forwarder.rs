@@ -64,6 +64,8 @@ struct Forwarder {
     publisher: Arc<Publisher>,
     sources: HashMap<String, Arc<SourceMetrics>>,
     retries: IntCounter,
+    /// Records skipped because the disk lost them.
+    lost: IntCounter,
     events: mpsc::Sender<ForwarderEvent>,
     reader: Reader,
     window: VecDeque<InFlight>,
@@ -91,7 +93,7 @@ pub(super) fn spawn(
     shared: Arc<Shared>,
     publisher: Arc<Publisher>,
     sources: HashMap<String, Arc<SourceMetrics>>,
-    retries: IntCounter,
+    (retries, lost): (IntCounter, IntCounter),
     events: mpsc::Sender<ForwarderEvent>,
     receiver: mpsc::Receiver<ForwarderEvent>,
 ) -> std::io::Result<Handle> {
@@ -109,6 +111,7 @@ pub(super) fn spawn(
         publisher,
         sources,
         retries,
+        lost,
         events: events.clone(),
         reader,
         window: VecDeque::new(),
@@ -261,6 +264,7 @@ impl Forwarder {
             to_seq = resume - 1,
             "spool: records are corrupt or missing (the disk lost written data); skipping them"
         );
+        self.lost.inc_by(resume - self.reader.next_seq);
         self.reader.seek(
             Location {
                 segment: resume,

@@ -345,12 +345,13 @@ impl SpoolParts {
         publisher: Arc<crate::publisher::Publisher>,
         sources: std::collections::HashMap<String, Arc<crate::metrics::SourceMetrics>>,
         retries: prometheus::IntCounter,
+        lost: prometheus::IntCounter,
     ) -> io::Result<SpoolThreads> {
         let forwarder = forwarder::spawn(
             self.shared,
             publisher,
             sources,
-            retries,
+            (retries, lost),
             self.events,
             self.events_receiver,
         )?;

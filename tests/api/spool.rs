@@ -393,6 +393,12 @@ async fn a_corrupt_record_in_the_middle_of_the_spool_does_not_stop_delivery() {
         .filter(|id| !seen.contains_key(*id))
         .collect();
     assert!(missing.is_empty(), "not delivered: {missing:?}");
+    let metrics = app.metrics().await;
+    let lost = format!(
+        "hookrelay_spool_records_lost_total {}",
+        segments[2] - segments[1]
+    );
+    assert!(metrics.contains(&lost), "expected {lost}:\n{metrics}");
 }
 
 #[tokio::test]
