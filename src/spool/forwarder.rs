@@ -259,9 +259,19 @@ impl Forwarder {
         let Some(resume) = self.reader.lost_until()? else {
             return Ok(());
         };
+        // The segment is retired (and reused) once delivery moves past it: keep a copy of what
+        // the disk left, for whoever wants to salvage records by hand.
+        let segment = self.shared.segment_path(self.reader.segment);
+        let copy = segment.with_extension("seg.corrupt");
+        if !copy.exists() {
+            if let Err(error) = std::fs::copy(&segment, &copy) {
+                tracing::warn!(%error, "spool: cannot keep a copy of a corrupt segment");
+            }
+        }
         tracing::error!(
             from_seq = self.reader.next_seq,
             to_seq = resume - 1,
+            copy = %copy.display(),
             "spool: records are corrupt or missing (the disk lost written data); skipping them"
         );
         self.lost.inc_by(resume - self.reader.next_seq);

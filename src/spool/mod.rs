@@ -497,6 +497,8 @@ struct Tail {
     records_end: u64,
     /// Up to where zeros follow them.
     zeroed_to: u64,
+    /// The sequence number after its last record.
+    end_seq: u64,
 }
 
 /// Scans every segment, cuts the last one back to its records, deletes fully delivered segments.
@@ -542,6 +544,7 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
                 scan.tail = Tail {
                     records_end: valid_end,
                     zeroed_to,
+                    end_seq: expected,
                 };
             } else {
                 let cut = file_len - valid_end;
@@ -554,6 +557,7 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
                 scan.tail = Tail {
                     records_end: valid_end,
                     zeroed_to: valid_end,
+                    end_seq: expected,
                 };
             }
         }

@@ -69,9 +69,13 @@ pub(super) fn spawn(
     fsync_seconds: Histogram,
     idempotency: Option<Arc<Idempotency>>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
-    let (segment, file, file_len) = open_active(&shared, next_seq)?;
-    let length = tail.records_end.min(file_len);
-    let zeroed = tail.zeroed_to.clamp(length, file_len);
+    let (segment, file, file_len, continued) = open_active(&shared, next_seq, tail.end_seq)?;
+    let (length, zeroed) = if continued {
+        let length = tail.records_end.min(file_len);
+        (length, tail.zeroed_to.clamp(length, file_len))
+    } else {
+        (0, 0)
+    };
     let mut writer = Writer {
         shared,
         events,
@@ -91,17 +95,24 @@ pub(super) fn spawn(
         .spawn(move || writer.run(requests))
 }
 
-/// The last segment, or a new one starting at `next_seq`, and its file's length.
-fn open_active(shared: &Shared, next_seq: u64) -> io::Result<(u64, File, u64)> {
+/// The last segment, if its records end right before `next_seq`, else a new one starting at
+/// `next_seq`; its file's length; whether it is the last segment continued. (The records of
+/// the last segment end earlier when recovery cut it at a record the disk corrupted below the
+/// checkpoint: appending there would put two sequence numbers out of order in one segment.)
+fn open_active(
+    shared: &Shared,
+    next_seq: u64,
+    last_end_seq: u64,
+) -> io::Result<(u64, File, u64, bool)> {
     let mut segments = shared
         .segments
         .lock()
         .unwrap_or_else(|poison| poison.into_inner());
-    let segment = match segments.last() {
-        Some(&last) => last,
-        None => {
+    let (segment, continued) = match segments.last() {
+        Some(&last) if last_end_seq == next_seq || last == next_seq => (last, true),
+        _ => {
             segments.push(next_seq);
-            next_seq
+            (next_seq, false)
         }
     };
     let file = OpenOptions::new()
@@ -111,7 +122,7 @@ fn open_active(shared: &Shared, next_seq: u64) -> io::Result<(u64, File, u64)> {
         .open(shared.segment_path(segment))?;
     let file_len = file.metadata()?.len();
     super::sync_dir(&shared.dir)?;
-    Ok((segment, file, file_len))
+    Ok((segment, file, file_len, continued))
 }
 
 impl Writer {

@@ -399,6 +399,9 @@ async fn a_corrupt_record_in_the_middle_of_the_spool_does_not_stop_delivery() {
         segments[2] - segments[1]
     );
     assert!(metrics.contains(&lost), "expected {lost}:\n{metrics}");
+    assert!(dir
+        .join(format!("{:020}.seg.corrupt", segments[1]))
+        .exists());
 }
 
 #[tokio::test]
