@@ -264,17 +264,22 @@ impl Forwarder {
         let segment = self.shared.segment_path(self.reader.segment);
         let copy = segment.with_extension("seg.corrupt");
         if !copy.exists() {
-            if let Err(error) = std::fs::copy(&segment, &copy) {
+            let copied = std::fs::copy(&segment, &copy)
+                .and_then(|_| std::fs::File::open(&copy)?.sync_all());
+            if let Err(error) = copied {
                 tracing::warn!(%error, "spool: cannot keep a copy of a corrupt segment");
+                let _ = std::fs::remove_file(&copy);
             }
         }
+        // Below the checkpoint they were delivered before the disk lost them.
+        let from = self.reader.next_seq.max(self.checkpoint);
         tracing::error!(
-            from_seq = self.reader.next_seq,
+            from_seq = from,
             to_seq = resume - 1,
             copy = %copy.display(),
             "spool: records are corrupt or missing (the disk lost written data); skipping them"
         );
-        self.lost.inc_by(resume - self.reader.next_seq);
+        self.lost.inc_by(resume.saturating_sub(from));
         self.reader.seek(
             Location {
                 segment: resume,
