@@ -264,8 +264,8 @@ impl Forwarder {
         let segment = self.shared.segment_path(self.reader.segment);
         let copy = segment.with_extension("seg.corrupt");
         if !copy.exists() {
-            let copied = std::fs::copy(&segment, &copy)
-                .and_then(|_| std::fs::File::open(&copy)?.sync_all());
+            let copied =
+                std::fs::copy(&segment, &copy).and_then(|_| std::fs::File::open(&copy)?.sync_all());
             if let Err(error) = copied {
                 tracing::warn!(%error, "spool: cannot keep a copy of a corrupt segment");
                 let _ = std::fs::remove_file(&copy);
