@@ -11,8 +11,8 @@
 //!
 //! A failed delivery (librdkafka gave up after `message.timeout.ms`, or a permanent error)
 //! rewinds: once every in-flight record has its report, reading restarts at the first failed
-//! record, after a pause. Records after it that were delivered are sent again, which keeps
-//! per-key order and never drops a record.
+//! record, after a pause. Records after it that were delivered are sent again, so that nothing
+//! is dropped and the last copies of a key's records arrive in order.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;

@@ -13,7 +13,7 @@
 //! `write` and one `fdatasync` (group commit), then answers all of them. The [`forwarder`] reads
 //! records in order, publishes them, advances the checkpoint over contiguously acknowledged
 //! records, and deletes segments below it. A failed delivery rewinds the forwarder to that record,
-//! so nothing is ever dropped and per-key order holds (at the cost of re-sending, at least once).
+//! so nothing is ever dropped and the last copies arrive in per-key order (at least once).
 //!
 //! A delivered segment is not deleted while there is no spare: it is renamed to `spare`, and the
 //! writer's next roll renames it to the new segment's name and overwrites it in place. Deleting
