@@ -68,15 +68,7 @@ impl Application {
         let publisher = Arc::new(
             Publisher::new(&config, metrics.kafka.clone()).map_err(StartupError::Producer)?,
         );
-        let mut required: Vec<String> = config
-            .sources
-            .iter()
-            .filter_map(|source| source.known_topics())
-            .flatten()
-            .collect();
-        required.sort();
-        required.dedup();
-        let topics = Arc::new(Topics::new(required));
+        let topics = Arc::new(Topics::new(config.required_topics()));
         let outage_blocks = config
             .sources
             .iter()

@@ -74,18 +74,18 @@ fn event_id(source: &Source, event_type: &EventType, body: &[u8], document: &Raw
         IdRule::Random => Uuid::now_v7(),
         IdRule::Body => name_based(&[source.name.as_str().as_bytes(), &[SEPARATOR], body]),
         IdRule::Fields(pointers) => {
-            let mut name = Vec::with_capacity(128);
-            name.extend_from_slice(source.name.as_str().as_bytes());
-            name.push(SEPARATOR);
-            name.extend_from_slice(event_type.as_str().as_bytes());
+            let mut name = Name::new();
+            name.push(source.name.as_str().as_bytes());
+            name.push(&[SEPARATOR]);
+            name.push(event_type.as_str().as_bytes());
             for pointer in pointers {
-                name.push(SEPARATOR);
+                name.push(&[SEPARATOR]);
                 match pointer.lookup(document) {
-                    Some(value) => name.extend_from_slice(json::text(value).as_bytes()),
-                    None => name.push(ABSENT),
+                    Some(value) => name.push(json::text(value).as_bytes()),
+                    None => name.push(&[ABSENT]),
                 }
             }
-            name_based(&[&name])
+            name.uuid()
         }
     };
     uuid.hyphenated().to_string()
@@ -96,16 +96,34 @@ fn event_id(source: &Source, event_type: &EventType, body: &[u8], document: &Raw
 /// there are some (`uuid`'s own SHA-1 is portable code, 1 % of the request path's CPU when the
 /// whole body is the identity).
 fn name_based(parts: &[&[u8]]) -> Uuid {
-    use sha1::Digest;
-    let mut hasher = sha1::Sha1::new();
-    hasher.update(EVENT_ID_NAMESPACE.as_bytes());
+    let mut name = Name::new();
     for part in parts {
-        hasher.update(part);
+        name.push(part);
     }
-    let digest = hasher.finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
+    name.uuid()
+}
+
+/// A UUIDv5 name, hashed as its parts come (no buffer for the whole name).
+struct Name(sha1::Sha1);
+
+impl Name {
+    fn new() -> Name {
+        use sha1::Digest;
+        let mut hasher = sha1::Sha1::new();
+        hasher.update(EVENT_ID_NAMESPACE.as_bytes());
+        Name(hasher)
+    }
+
+    fn push(&mut self, part: &[u8]) {
+        sha1::Digest::update(&mut self.0, part);
+    }
+
+    fn uuid(self) -> Uuid {
+        let digest = sha1::Digest::finalize(self.0);
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        uuid::Builder::from_sha1_bytes(bytes).into_uuid()
+    }
 }
 
 #[cfg(test)]

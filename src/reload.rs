@@ -79,14 +79,7 @@ impl Reloader {
 
     async fn try_reload(&self) -> Result<Vec<String>, String> {
         let config = Config::load(&self.path).map_err(|errors| errors.to_string())?;
-        let mut required: Vec<String> = config
-            .sources
-            .iter()
-            .filter_map(|source| source.known_topics())
-            .flatten()
-            .collect();
-        required.sort();
-        required.dedup();
+        let required = config.required_topics();
         let missing: Vec<String> = required
             .iter()
             .filter(|topic| !self.topics.exists(topic))

@@ -160,6 +160,20 @@ impl Config {
         Duration::from_millis(self.kafka.metadata_timeout_ms)
     }
 
+    /// The topics every source with an events list publishes to, sorted, each once: they must
+    /// exist before the relay serves (sources without a list find theirs per request).
+    pub fn required_topics(&self) -> Vec<String> {
+        let mut required: Vec<String> = self
+            .sources
+            .iter()
+            .filter_map(|source| source.known_topics())
+            .flatten()
+            .collect();
+        required.sort();
+        required.dedup();
+        required
+    }
+
     /// Whether any source acknowledges on the spool (so the spool must be opened).
     pub fn uses_spool(&self) -> bool {
         self.sources

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 
 use crate::helpers::{
-    assert_problem, read_records, spawn_app, spawn_app_with, spawn_from_config, Options,
+    assert_problem, post_many, read_records, spawn_app, spawn_app_with, spawn_from_config, Options,
     TestConfig, TOKEN,
 };
 
@@ -63,13 +63,7 @@ async fn readiness_is_reported_and_metrics_count_requests_by_source_and_status()
     assert_eq!(healthy.status().as_u16(), 200);
 
     for _ in 0..3 {
-        assert_eq!(
-            app.post_unique("course.completed.50")
-                .await
-                .status()
-                .as_u16(),
-            200
-        );
+        app.accept_unique("course.completed.50").await;
     }
     assert_eq!(app.post_with_wrong_token().await.status().as_u16(), 401);
 
@@ -180,31 +174,8 @@ async fn memory_mode_delivers_every_accepted_event_when_sigterm_arrives() {
     // Topics are created by the relay at start (kafka.create_topics = true).
     let (mut relay, address) = crate::helpers::start_relay_process(&config).await;
 
-    let client = reqwest::Client::new();
-    let url = format!("http://{address}/hooks/tagmango/course.completed.50?token={TOKEN}");
-    let mut ids = Vec::with_capacity(EVENTS);
-    let mut batch = Vec::new();
-    for n in 0..EVENTS {
-        let body = format!(
-            "{{\"email\":\"s{n}@example.com\",\"courseId\":\"c\",\"lastProgressOn\":\"2023-11-20T18:30Z\"}}"
-        );
-        batch.push(
-            client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send(),
-        );
-        if batch.len() == 50 || n == EVENTS - 1 {
-            for response in futures_util::future::join_all(batch.drain(..)).await {
-                let response = response.unwrap();
-                assert_eq!(response.status().as_u16(), 200);
-                let body: serde_json::Value = response.json().await.unwrap();
-                ids.push(body["id"].as_str().unwrap().to_owned());
-            }
-        }
-    }
-    drop(client);
+    let (mut ids, refused) = post_many(&format!("http://{address}"), EVENTS, 50).await;
+    assert!(refused.is_empty(), "refused: {refused:?}");
 
     let pid = relay.id() as libc::pid_t;
     // SAFETY: sending a signal to our own child process.

@@ -416,16 +416,23 @@ impl TestApp {
         self.post_json(&self.hook_url(event), sample(event)).await
     }
 
+    /// Posts a distinct event and asserts that it was accepted (200).
+    pub async fn accept_unique(&self, event: &str) {
+        assert_accepted(self.post_unique(event).await, event).await;
+    }
+
+    /// Posts the sample of `event` and returns the JSON answer.
+    pub async fn post_sample_json(&self, event: &str) -> serde_json::Value {
+        self.post_sample(event)
+            .await
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     /// Posts the sample of `event` and asserts that it was accepted (200).
     pub async fn accept_sample(&self, event: &str) {
-        let response = self.post_sample(event).await;
-        let status = response.status().as_u16();
-        assert_eq!(
-            status,
-            200,
-            "{event}: {}",
-            response.text().await.unwrap_or_default()
-        );
+        assert_accepted(self.post_sample(event).await, event).await;
     }
 
     pub async fn post_json(&self, url: &str, body: Vec<u8>) -> reqwest::Response {
@@ -612,4 +619,58 @@ pub async fn assert_problem(
         .as_str()
         .is_some_and(|detail| !detail.is_empty()));
     body
+}
+
+/// Posts `count` distinct events, `parallel` at a time; returns the ids answered 200 and the
+/// answers that were not 200 (status, code).
+pub async fn post_many(
+    app_url: &str,
+    count: usize,
+    parallel: usize,
+) -> (Vec<String>, Vec<(u16, String)>) {
+    let client = reqwest::Client::new();
+    let url = format!("{app_url}/hooks/tagmango/course.completed.50?token={TOKEN}");
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    let mut batch = Vec::new();
+    for n in 0..count {
+        let body = format!(
+            "{{\"email\":\"p{n}@example.com\",\"courseId\":\"c\",\"lastProgressOn\":\"2023-11-20T18:30Z\",\"n\":{n}}}"
+        );
+        batch.push(
+            client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send(),
+        );
+        if batch.len() == parallel || n + 1 == count {
+            for response in futures_util::future::join_all(batch.drain(..)).await {
+                match response {
+                    Ok(response) if response.status().as_u16() == 200 => {
+                        let body: serde_json::Value = response.json().await.unwrap();
+                        accepted.push(body["id"].as_str().unwrap().to_owned());
+                    }
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let body: serde_json::Value = response.json().await.unwrap_or_default();
+                        refused.push((status, body["code"].as_str().unwrap_or("").to_owned()));
+                    }
+                    Err(error) => refused.push((0, error.to_string())),
+                }
+            }
+        }
+    }
+    (accepted, refused)
+}
+
+/// Asserts a 200, showing the answer otherwise.
+async fn assert_accepted(response: reqwest::Response, what: &str) {
+    let status = response.status().as_u16();
+    assert_eq!(
+        status,
+        200,
+        "{what}: {}",
+        response.text().await.unwrap_or_default()
+    );
 }

@@ -52,18 +52,8 @@ async fn seed_payload_is_published_byte_for_byte_with_cloudevents_headers() {
 async fn posting_the_same_event_again_gives_the_same_id() {
     let app = spawn_app().await;
 
-    let first: serde_json::Value = app
-        .post_sample("course.completed.50")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let second: serde_json::Value = app
-        .post_sample("course.completed.50")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: serde_json::Value = app.post_sample_json("course.completed.50").await;
+    let second: serde_json::Value = app.post_sample_json("course.completed.50").await;
 
     assert_eq!(first["id"], second["id"]);
     // A different milestone of the same course progress is a different event.

@@ -206,11 +206,5 @@ async fn reload_over_http_reports_what_needs_a_restart_and_refuses_a_bad_file() 
             .contains("no source is configured"),
         "{outcome}"
     );
-    assert_eq!(
-        app.post_unique("course.completed.50")
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.accept_unique("course.completed.50").await;
 }

@@ -8,8 +8,8 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use crate::helpers::{
-    assert_problem, read_records, read_topic_from, sample, spawn_app_with, spawn_from_config,
-    Options, PrivateBroker, TestApp, TestConfig, TAGMANGO_SAMPLES, TOKEN,
+    assert_problem, post_many, read_records, read_topic_from, sample, spawn_app_with,
+    spawn_from_config, Options, PrivateBroker, TestApp, TestConfig, TAGMANGO_SAMPLES,
 };
 
 fn spool_options(brokers: &str) -> Options {
@@ -20,47 +20,45 @@ fn spool_options(brokers: &str) -> Options {
     }
 }
 
-/// Posts `count` distinct events, `parallel` at a time; returns the ids answered 200 and the
-/// answers that were not 200 (status, code).
-async fn post_many(
-    app_url: &str,
+/// Leaves `count` records in the spool in `dir` as a relay that stopped before delivering them
+/// would: ce_id `{prefix}-{n}`, value `value(n)`, for `topic`.
+async fn fill_spool(
+    dir: &std::path::Path,
+    max_bytes: u64,
+    topic: &str,
     count: usize,
-    parallel: usize,
-) -> (Vec<String>, Vec<(u16, String)>) {
-    let client = reqwest::Client::new();
-    let url = format!("{app_url}/hooks/tagmango/course.completed.50?token={TOKEN}");
-    let mut accepted = Vec::new();
-    let mut refused = Vec::new();
-    let mut batch = Vec::new();
+    prefix: &str,
+    value: impl Fn(usize) -> String,
+) {
+    use hookrelay::spool::{codec, Entry, Spool};
+    let (spool, _parts, _) =
+        Spool::open(dir, max_bytes, &hookrelay::metrics::Metrics::new(), None).unwrap();
     for n in 0..count {
-        let body = format!(
-            "{{\"email\":\"p{n}@example.com\",\"courseId\":\"c\",\"lastProgressOn\":\"2023-11-20T18:30Z\",\"n\":{n}}}"
-        );
-        batch.push(
-            client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send(),
-        );
-        if batch.len() == parallel || n + 1 == count {
-            for response in futures_util::future::join_all(batch.drain(..)).await {
-                match response {
-                    Ok(response) if response.status().as_u16() == 200 => {
-                        let body: serde_json::Value = response.json().await.unwrap();
-                        accepted.push(body["id"].as_str().unwrap().to_owned());
-                    }
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let body: serde_json::Value = response.json().await.unwrap_or_default();
-                        refused.push((status, body["code"].as_str().unwrap_or("").to_owned()));
-                    }
-                    Err(error) => refused.push((0, error.to_string())),
-                }
-            }
-        }
+        let id = format!("{prefix}-{n}");
+        let frame = codec::encode(&Entry {
+            received: std::time::SystemTime::now(),
+            source: "tagmango",
+            topic,
+            key: b"k",
+            headers: &[("ce_id", id.as_bytes())],
+            value: value(n).as_bytes(),
+        });
+        spool.append(frame, None).await.unwrap();
     }
-    (accepted, refused)
+    spool.close();
+}
+
+/// [`wait_for_ids`] on a blocking thread.
+async fn delivered(
+    brokers: String,
+    topic: String,
+    expected: &HashSet<String>,
+    timeout: Duration,
+) -> BTreeMap<String, usize> {
+    let expected = expected.clone();
+    tokio::task::spawn_blocking(move || wait_for_ids(&brokers, &topic, &expected, timeout))
+        .await
+        .unwrap()
 }
 
 /// Reads `topic` until every id in `expected` has arrived or `timeout` passes; returns the ids
@@ -138,12 +136,7 @@ async fn events_accepted_while_the_broker_is_paused_all_arrive_after_it_resumes(
     let expected: HashSet<String> = accepted.into_iter().collect();
     let topic = app.config.topic("course.completed.50");
     let brokers = broker.address.clone();
-    let seen = tokio::task::spawn_blocking({
-        let expected = expected.clone();
-        move || wait_for_ids(&brokers, &topic, &expected, Duration::from_secs(30))
-    })
-    .await
-    .unwrap();
+    let seen = delivered(brokers, topic, &expected, Duration::from_secs(30)).await;
     let missing = expected.iter().filter(|id| !seen.contains_key(*id)).count();
     assert_eq!(
         missing, 0,
@@ -183,12 +176,7 @@ async fn a_tiny_producer_queue_and_reused_segments_lose_nothing() {
     let expected: HashSet<String> = accepted.into_iter().collect();
     let topic = app.config.topic("course.completed.50");
     let brokers = crate::helpers::broker().address.clone();
-    let seen = tokio::task::spawn_blocking({
-        let expected = expected.clone();
-        move || wait_for_ids(&brokers, &topic, &expected, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    let seen = delivered(brokers, topic, &expected, Duration::from_secs(60)).await;
     let missing = expected.iter().filter(|id| !seen.contains_key(*id)).count();
     assert_eq!(
         missing,
@@ -257,29 +245,15 @@ async fn a_full_spool_refuses_with_503_and_accepts_again_when_kafka_returns() {
 
 #[tokio::test]
 async fn a_corrupt_spool_tail_is_cut_and_the_intact_records_are_delivered() {
-    use hookrelay::spool::{codec, Entry, Spool};
     use std::io::Write;
 
     let config = TestConfig::new(&spool_options(&crate::helpers::broker().address));
     let topic = config.topic("course.completed.50");
     let dir = config.spool_dir();
-    {
-        let (spool, _parts, _) =
-            Spool::open(&dir, 1 << 20, &hookrelay::metrics::Metrics::new(), None).unwrap();
-        for n in 0..10 {
-            let id = format!("left-over-{n}");
-            let frame = codec::encode(&Entry {
-                received: std::time::SystemTime::now(),
-                source: "tagmango",
-                topic: &topic,
-                key: b"k",
-                headers: &[("ce_id", id.as_bytes())],
-                value: format!("{{\"n\":{n}}}").as_bytes(),
-            });
-            spool.append(frame, None).await.unwrap();
-        }
-        spool.close();
-    }
+    fill_spool(&dir, 1 << 20, &topic, 10, "left-over", |n| {
+        format!("{{\"n\":{n}}}")
+    })
+    .await;
     let segment = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -305,23 +279,12 @@ async fn a_corrupt_spool_tail_is_cut_and_the_intact_records_are_delivered() {
 
     let expected: HashSet<String> = (0..10).map(|n| format!("left-over-{n}")).collect();
     let brokers = crate::helpers::broker().address.clone();
-    let seen = tokio::task::spawn_blocking({
-        let expected = expected.clone();
-        move || wait_for_ids(&brokers, &topic, &expected, Duration::from_secs(20))
-    })
-    .await
-    .unwrap();
+    let seen = delivered(brokers, topic, &expected, Duration::from_secs(20)).await;
     assert!(
         expected.iter().all(|id| seen.contains_key(id)),
         "delivered: {seen:?}"
     );
-    assert_eq!(
-        app.post_unique("course.completed.50")
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.accept_unique("course.completed.50").await;
 }
 
 /// A record the disk corrupted in the middle of the spool (not a torn tail: later segments
@@ -329,29 +292,14 @@ async fn a_corrupt_spool_tail_is_cut_and_the_intact_records_are_delivered() {
 /// everything before and after arrives, new events included.
 #[tokio::test]
 async fn a_corrupt_record_in_the_middle_of_the_spool_does_not_stop_delivery() {
-    use hookrelay::spool::{codec, Entry, Spool};
-
     let config = TestConfig::new(&spool_options(&crate::helpers::broker().address));
     let topic = config.topic("course.completed.50");
     let dir = config.spool_dir();
-    {
-        // 64 KiB segments.
-        let (spool, _parts, _) =
-            Spool::open(&dir, 256 * 1024, &hookrelay::metrics::Metrics::new(), None).unwrap();
-        for n in 0..300 {
-            let id = format!("kept-{n}");
-            let frame = codec::encode(&Entry {
-                received: std::time::SystemTime::now(),
-                source: "tagmango",
-                topic: &topic,
-                key: b"k",
-                headers: &[("ce_id", id.as_bytes())],
-                value: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(400)).as_bytes(),
-            });
-            spool.append(frame, None).await.unwrap();
-        }
-        spool.close();
-    }
+    // 64 KiB segments.
+    fill_spool(&dir, 256 * 1024, &topic, 300, "kept", |n| {
+        format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(400))
+    })
+    .await;
     let mut segments: Vec<u64> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|entry| {
@@ -382,12 +330,7 @@ async fn a_corrupt_record_in_the_middle_of_the_spool_does_not_stop_delivery() {
         .collect();
     expected.insert(fresh["id"].as_str().unwrap().to_owned());
     let brokers = crate::helpers::broker().address.clone();
-    let seen = tokio::task::spawn_blocking({
-        let expected = expected.clone();
-        move || wait_for_ids(&brokers, &topic, &expected, Duration::from_secs(30))
-    })
-    .await
-    .unwrap();
+    let seen = delivered(brokers, topic, &expected, Duration::from_secs(30)).await;
     let missing: Vec<&String> = expected
         .iter()
         .filter(|id| !seen.contains_key(*id))
@@ -407,30 +350,15 @@ async fn a_corrupt_record_in_the_middle_of_the_spool_does_not_stop_delivery() {
 #[tokio::test]
 async fn a_duplicate_is_published_once_even_across_a_restart() {
     let app = spawn_app_with(spool_options(&crate::helpers::broker().address)).await;
-    let first: serde_json::Value = app
-        .post_sample("course.completed.50")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let again: serde_json::Value = app
-        .post_sample("course.completed.50")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: serde_json::Value = app.post_sample_json("course.completed.50").await;
+    let again: serde_json::Value = app.post_sample_json("course.completed.50").await;
     assert_eq!(first["status"], "accepted");
     assert_eq!(again["status"], "duplicate");
     assert_eq!(first["id"], again["id"]);
 
     let config = app.stop_keeping_config().await;
     let app = spawn_from_config(config).await;
-    let after_restart: serde_json::Value = app
-        .post_sample("course.completed.50")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after_restart: serde_json::Value = app.post_sample_json("course.completed.50").await;
 
     assert_eq!(after_restart["status"], "duplicate");
     assert_eq!(after_restart["id"], first["id"]);
@@ -452,13 +380,7 @@ async fn requests_beyond_the_burst_get_429_with_retry_after() {
     })
     .await;
     for _ in 0..5 {
-        assert_eq!(
-            app.post_unique("course.completed.50")
-                .await
-                .status()
-                .as_u16(),
-            200
-        );
+        app.accept_unique("course.completed.50").await;
     }
 
     let response = app.post_unique("course.completed.50").await;
@@ -502,12 +424,7 @@ async fn every_acknowledged_event_survives_kill_9_of_the_relay() {
     let expected: HashSet<String> = accepted.into_iter().collect();
     let topic = config.topic("course.completed.50");
     let brokers = crate::helpers::broker().address.clone();
-    let seen = tokio::task::spawn_blocking({
-        let expected = expected.clone();
-        move || wait_for_ids(&brokers, &topic, &expected, Duration::from_secs(30))
-    })
-    .await
-    .unwrap();
+    let seen = delivered(brokers, topic, &expected, Duration::from_secs(30)).await;
     relay.kill().unwrap();
     relay.wait().unwrap();
 
@@ -537,14 +454,20 @@ async fn injected_produce_errors_and_a_slow_broker_lose_nothing_and_keep_per_key
     cluster
         .broker_round_trip_time(1, Duration::from_millis(500))
         .unwrap();
+    // Errors that say the batch was not written. Not REQUEST_TIMED_OUT: for the idempotent
+    // producer it means "possibly persisted", and when a later batch of the partition succeeds
+    // librdkafka takes the earlier one as written (librdkafka #4438); a real broker would have
+    // refused the later batch's sequence number, but the mock appends it, so the injected
+    // timeout made records vanish from the mock's log (seen twice in loaded full-suite runs: a
+    // key's first two records absent and never sent again, so they had been reported delivered).
     cluster.request_errors(
         RDKafkaApiKey::Produce,
         &[
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
         ],
     );
     let app: TestApp = spawn_from_config(config).await;
@@ -579,6 +502,14 @@ async fn injected_produce_errors_and_a_slow_broker_lose_nothing_and_keep_per_key
             .push(body["n"].as_u64().unwrap());
     }
     assert_eq!(by_key.len(), KEYS);
+    let metrics = app.metrics().await;
+    let counters: Vec<&str> = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("hookrelay_kafka_records_")
+                || line.starts_with("hookrelay_forwarder_retries_total")
+        })
+        .collect();
     for (key, sequence) in by_key {
         // A failure re-sends the failed record and every later one in order, so each key's last
         // copies arrive complete and in order (earlier copies may precede them).
@@ -592,7 +523,7 @@ async fn injected_produce_errors_and_a_slow_broker_lose_nothing_and_keep_per_key
         assert_eq!(
             last_copies,
             (0..PER_KEY as u64).collect::<Vec<_>>(),
-            "key {}: the last copies arrive complete and in order (all copies: {sequence:?})",
+            "key {}: the last copies arrive complete and in order (all copies: {sequence:?}; {counters:?})",
             String::from_utf8_lossy(&key)
         );
     }
@@ -644,12 +575,7 @@ async fn shutdown_leaves_undelivered_events_in_the_spool_and_the_next_start_deli
     let expected: HashSet<String> = accepted.into_iter().collect();
     let topic = config.topic("course.completed.50");
     let brokers = broker.address.clone();
-    let seen = tokio::task::spawn_blocking({
-        let expected = expected.clone();
-        move || wait_for_ids(&brokers, &topic, &expected, Duration::from_secs(30))
-    })
-    .await
-    .unwrap();
+    let seen = delivered(brokers, topic, &expected, Duration::from_secs(30)).await;
     relay.kill().unwrap();
     relay.wait().unwrap();
     let missing = expected.iter().filter(|id| !seen.contains_key(*id)).count();
