@@ -33,8 +33,11 @@ async fn healthz() -> HttpResponse {
 /// Whether webhooks should be routed here; 503 with the reasons when not.
 async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     let reasons = admin.health.reasons();
-    if reasons.is_empty() {
+    let degraded = admin.health.degraded();
+    if reasons.is_empty() && degraded.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready" }))
+    } else if reasons.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ready", "degraded": degraded }))
     } else {
         HttpResponse::ServiceUnavailable()
             .json(json!({ "status": "not_ready", "reasons": reasons }))

@@ -19,7 +19,7 @@ use crate::ingress::{self, Ingress};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::publisher::Publisher;
 use crate::reload::{ReloadRequest, Reloader};
-use crate::spool::{Spool, SpoolParts, SpoolThreads};
+use crate::spool::{DeadLetterRoute, Spool, SpoolParts, SpoolThreads};
 use crate::topics::{Topics, Watcher};
 
 /// Why the relay could not start.
@@ -77,9 +77,14 @@ impl Application {
             .sources
             .iter()
             .any(|source| source.ack != AckMode::Spool);
+        let spool_blocks = config
+            .sources
+            .iter()
+            .all(|source| source.ack == AckMode::Spool);
         let health = Arc::new(Health::new(
             outage_blocks,
             unreached_blocks,
+            spool_blocks,
             metrics.ready.clone(),
         ));
         let source_metrics: HashMap<String, Arc<SourceMetrics>> = config
@@ -134,6 +139,10 @@ impl Application {
                         source_metrics.clone(),
                         metrics.forwarder_retries.clone(),
                         metrics.spool_records_lost.clone(),
+                        DeadLetterRoute {
+                            topic: config.delivery.dead_letter_topic.clone(),
+                            total: metrics.dead_letters.clone(),
+                        },
                     )
                     .map_err(StartupError::Thread)?;
                 Some((spool, threads))
@@ -343,12 +352,19 @@ fn open_spool(
     };
     std::fs::create_dir_all(dir).map_err(error)?;
     let windows = (!idempotency.is_empty()).then(|| idempotency.clone());
+    // Opening takes the spool directory's lock: only then may the idempotency log beside it be
+    // compacted (a second relay started on the same directory fails here, leaving it alone).
+    let (spool, parts, recovery) = Spool::open(
+        dir,
+        config.delivery.spool_max_bytes,
+        metrics,
+        windows.clone(),
+    )
+    .map_err(error)?;
     if let Some(windows) = &windows {
         let loaded = windows.open_log(dir).map_err(error)?;
         tracing::info!(ids = loaded, "idempotency window restored");
     }
-    let (spool, parts, recovery) =
-        Spool::open(dir, config.delivery.spool_max_bytes, metrics, windows).map_err(error)?;
     tracing::info!(
         dir = %dir.display(),
         records = recovery.records,

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `tail`, `sign`, `spool status`.
+//! The command line: `serve`, `check-config`, `tail`, `sign`, `spool status`, `spool dead`.
 //!
 //! Exit codes: 0 success, 1 the relay failed at run time, 2 bad usage or configuration.
 
@@ -91,6 +91,34 @@ enum SpoolCommand {
         #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// The dead-letter directory: records Kafka refused for good that the dead-letter topic
+    /// could not take either.
+    Dead {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadCommand {
+    /// One line per record: sequence number, received time, source, topic, reason, size.
+    List,
+    /// A record's topic, key and headers on stderr, and its body, byte for byte, on stdout.
+    Show { seq: u64 },
+    /// Publishes records to their topic again (all with --all); each one Kafka acknowledges is
+    /// removed from the directory.
+    Retry {
+        seqs: Vec<u64>,
+        #[arg(long, conflicts_with = "seqs")]
+        all: bool,
+    },
+    /// Deletes records for good.
+    Drop {
+        #[arg(required = true)]
+        seqs: Vec<u64>,
+    },
 }
 
 const EXIT_FAILURE: u8 = 1;
@@ -124,6 +152,9 @@ pub fn run() -> ExitCode {
         Command::Spool {
             command: SpoolCommand::Status { config },
         } => spool_status(&config),
+        Command::Spool {
+            command: SpoolCommand::Dead { config, command },
+        } => spool_dead(&config, command),
         Command::Sign {
             config,
             source,
@@ -233,6 +264,13 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             source.ack.as_str(),
             topics
         );
+        if let (Some(identity), Some(samples)) = (&source.identity, &source.samples) {
+            for (key, warning) in
+                crate::identity::sample_warnings(&source.name, identity, &source.events, samples)
+            {
+                println!("  warning: {key}: {warning}");
+            }
+        }
     }
     ExitCode::SUCCESS
 }
@@ -344,6 +382,12 @@ fn spool_status(path: &std::path::Path) -> ExitCode {
             println!("bytes:       {}", status.bytes);
             println!("segments:    {}", status.segments);
             println!("checkpoint:  {}", status.checkpoint);
+            if status.corrupt_records > 0 {
+                println!(
+                    "corrupt:     {} records the disk damaged (skipped; see .seg.corrupt copies)",
+                    status.corrupt_records
+                );
+            }
             match status.oldest_age {
                 Some(age) => println!("oldest age:  {:.1} s", age.as_secs_f64()),
                 None => println!("oldest age:  - (empty)"),
@@ -361,5 +405,104 @@ fn spool_status(path: &std::path::Path) -> ExitCode {
             );
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+fn spool_dead(path: &std::path::Path, command: DeadCommand) -> ExitCode {
+    let settings = match load_settings(path) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let dead = crate::spool::dead::DeadLetters::new(&settings.delivery.spool_dir);
+    let fail = |error: std::io::Error| {
+        eprintln!("hookrelay spool dead: {error}");
+        ExitCode::from(EXIT_FAILURE)
+    };
+    let seqs = match &command {
+        DeadCommand::List | DeadCommand::Retry { all: true, .. } => match dead.list() {
+            Ok(seqs) => seqs,
+            Err(error) => return fail(error),
+        },
+        DeadCommand::Show { seq } => vec![*seq],
+        DeadCommand::Retry { seqs, .. } | DeadCommand::Drop { seqs } => seqs.clone(),
+    };
+    let mut failed = false;
+    for seq in seqs {
+        let letter = match dead.read(seq) {
+            Ok(letter) => letter,
+            Err(error) => {
+                eprintln!("hookrelay spool dead: record {seq}: {error}");
+                failed = true;
+                continue;
+            }
+        };
+        let stored = &letter.stored;
+        match &command {
+            DeadCommand::List => {
+                let received = std::time::UNIX_EPOCH + Duration::from_millis(stored.received_ms);
+                println!(
+                    "{seq}\t{}\t{}\t{}\t{}\t{} bytes",
+                    humantime::format_rfc3339_millis(received),
+                    stored.source,
+                    stored.topic,
+                    letter.reason,
+                    stored.value.len()
+                );
+            }
+            DeadCommand::Show { .. } => {
+                eprintln!("topic: {}", stored.topic);
+                eprintln!("key: {}", String::from_utf8_lossy(&stored.key));
+                for (name, value) in &stored.headers {
+                    eprintln!("{name}: {}", String::from_utf8_lossy(value));
+                }
+                use std::io::Write;
+                if std::io::stdout().write_all(&stored.value).is_err() {
+                    failed = true;
+                }
+            }
+            DeadCommand::Retry { .. } => {
+                let headers: Vec<(&str, &[u8])> = stored
+                    .headers
+                    .iter()
+                    .filter(|(name, _)| name != crate::publisher::DEAD_REASON_HEADER)
+                    .map(|(name, value)| (name.as_str(), value.as_slice()))
+                    .collect();
+                let record = crate::publisher::Record {
+                    topic: &stored.topic,
+                    key: &stored.key,
+                    value: &stored.value,
+                    headers: crate::publisher::headers(&headers),
+                };
+                let timeout = Duration::from_millis(settings.kafka.metadata_timeout_ms.max(5_000));
+                match crate::publisher::publish_once(&settings.kafka, record, timeout) {
+                    Ok(ack) => match dead.remove(seq) {
+                        Ok(()) => println!(
+                            "{seq}: published to {} (partition {}, offset {}) and removed",
+                            stored.topic, ack.partition, ack.offset
+                        ),
+                        Err(error) => {
+                            eprintln!("{seq}: published, but cannot remove it: {error}");
+                            failed = true;
+                        }
+                    },
+                    Err(error) => {
+                        eprintln!("{seq}: Kafka refused it again ({error}); kept");
+                        failed = true;
+                    }
+                }
+            }
+            DeadCommand::Drop { .. } => match dead.remove(seq) {
+                Ok(()) => println!("{seq}: dropped"),
+                Err(error) => {
+                    eprintln!("{seq}: {error}");
+                    failed = true;
+                }
+            },
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
     }
 }

@@ -3,6 +3,12 @@
 //! The load balancer reads `/readyz`; the ingress reads [`Health::is_ready`] before it commits
 //! an event, so that a relay that cannot reach its durability point answers 503 instead of
 //! accepting what it cannot deliver.
+//!
+//! A failing spool disk concerns only the sources that ack on the spool: their appends fail with
+//! 503 (and each one tries the disk again), while `broker`- and `memory`-mode sources go on. So
+//! the relay is unready for a spool failure only when every source acks on the spool; otherwise
+//! `/readyz` stays 200 and names the failure as `degraded`. The spool writer probes the disk in
+//! the background while it fails, so readiness returns without traffic and without a restart.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -30,13 +36,20 @@ pub struct Health {
     /// Whether Kafka not reached since start makes the relay unready: it does unless every
     /// source acks on the spool, which holds events until Kafka is there.
     unreached_blocks: bool,
+    /// Whether a failing spool makes the relay unready: it does when every source acks on it.
+    spool_blocks: bool,
     gauge: IntGauge,
     /// The spool, when a source acks on it: failing writes make the relay unready.
     spool: OnceLock<Arc<crate::spool::Shared>>,
 }
 
 impl Health {
-    pub fn new(outage_blocks: bool, unreached_blocks: bool, gauge: IntGauge) -> Health {
+    pub fn new(
+        outage_blocks: bool,
+        unreached_blocks: bool,
+        spool_blocks: bool,
+        gauge: IntGauge,
+    ) -> Health {
         let health = Health {
             ready: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
@@ -45,6 +58,7 @@ impl Health {
             )),
             outage_blocks,
             unreached_blocks,
+            spool_blocks,
             gauge,
             spool: OnceLock::new(),
         };
@@ -52,9 +66,10 @@ impl Health {
         health
     }
 
-    /// Fast check for the request path.
+    /// Fast check for the request path: Kafka as the sources need it, and not shutting down.
+    /// (The spool's own state is its appends' answer.)
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.spool_error().is_none()
+        self.ready.load(Ordering::Acquire)
     }
 
     pub fn watch_spool(&self, spool: Arc<crate::spool::Shared>) {
@@ -67,7 +82,21 @@ impl Health {
 
     /// Refreshes the readiness gauge (spool failures are seen here, not pushed).
     pub fn refresh_gauge(&self) {
-        self.gauge.set(i64::from(self.is_ready()));
+        let spool_down = self.spool_blocks && self.spool_error().is_some();
+        self.gauge.set(i64::from(self.is_ready() && !spool_down));
+    }
+
+    /// What fails without making the relay unready: a spool failure while some sources do not
+    /// ack on the spool.
+    pub fn degraded(&self) -> Vec<String> {
+        match self.spool_error() {
+            Some(error) if !self.spool_blocks => {
+                vec![format!(
+                    "spool not writable (sources that ack on the spool answer 503): {error}"
+                )]
+            }
+            _ => Vec::new(),
+        }
     }
 
     pub fn set_kafka(&self, state: KafkaState) {
@@ -101,12 +130,18 @@ impl Health {
 
     /// Why the relay is not ready; empty when it is.
     pub fn reasons(&self) -> Vec<String> {
+        let mut reasons = self.state_reasons();
+        if let Some(error) = self.spool_error().filter(|_| self.spool_blocks) {
+            reasons.push(format!("spool not writable: {error}"));
+        }
+        reasons
+    }
+
+    /// The reasons kept in the `ready` flag: shutdown and Kafka (the spool is read when asked).
+    fn state_reasons(&self) -> Vec<String> {
         let mut reasons = Vec::new();
         if self.shutting_down.load(Ordering::Acquire) {
             reasons.push("shutting down".to_owned());
-        }
-        if let Some(error) = self.spool_error() {
-            reasons.push(format!("spool not writable: {error}"));
         }
         match self.kafka() {
             KafkaState::Ok => {}
@@ -126,8 +161,8 @@ impl Health {
     }
 
     fn update(&self) {
-        let ready = self.reasons().is_empty();
+        let ready = self.state_reasons().is_empty();
         self.ready.store(ready, Ordering::Release);
-        self.gauge.set(i64::from(ready));
+        self.refresh_gauge();
     }
 }

@@ -21,7 +21,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use quick_cache::sync::Cache;
 
 use crate::config::Config;
-use crate::source::IdRule;
 
 /// An accepted event to remember.
 #[derive(Debug, Clone)]
@@ -33,7 +32,6 @@ pub struct Remembered {
 
 struct Window {
     cache: Cache<String, u64>,
-    ttl: Duration,
 }
 
 pub struct Idempotency {
@@ -60,7 +58,7 @@ impl Idempotency {
         let mut windows = HashMap::new();
         let mut capacity = 0u64;
         for source in &config.sources {
-            if matches!(source.id_rule, IdRule::Random) {
+            if source.identity.is_none() {
                 continue;
             }
             if let Some(window) = &source.dedup {
@@ -69,7 +67,6 @@ impl Idempotency {
                     source.name.as_str().to_owned(),
                     Window {
                         cache: Cache::new(window.max_entries.max(1)),
-                        ttl: window.ttl,
                     },
                 );
             }
@@ -93,13 +90,16 @@ impl Idempotency {
             .is_some_and(|expires_ms| expires_ms > now_ms())
     }
 
-    /// What to remember once the event is durable; `None` for sources without a window.
-    pub fn entry(&self, source: &str, id: &str) -> Option<Remembered> {
-        let window = self.windows.get(source)?;
+    /// What to remember, for `ttl`, once the event is durable; `None` for sources without a
+    /// window and for a zero `ttl`.
+    pub fn entry(&self, source: &str, id: &str, ttl: Duration) -> Option<Remembered> {
+        if ttl.is_zero() || !self.windows.contains_key(source) {
+            return None;
+        }
         Some(Remembered {
             source: source.to_owned(),
             id: id.to_owned(),
-            expires_ms: now_ms() + window.ttl.as_millis() as u64,
+            expires_ms: now_ms() + ttl.as_millis() as u64,
         })
     }
 

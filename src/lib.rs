@@ -6,7 +6,7 @@
 //!
 //! Where to look: [`config`] (the file and its checks), [`source`] (a sender's rules),
 //! [`auth`] (credentials), [`client_ip`] (IP allowlists), [`ingress`] (the HTTP request path), [`json`] (body validation), [`schema`] (JSON Schema per event),
-//! [`event`] (ids, keys), [`spool`] (the durable write-ahead spool and its forwarder),
+//! [`event`] (ids, keys), [`identity`] (what names one occurrence of an event), [`spool`] (the durable write-ahead spool and its forwarder),
 //! [`idempotency`] (the deduplication window), [`publisher`] (the Kafka producer),
 //! [`topics`] (topic existence), [`retry`] (`Retry-After` estimates),
 //! [`health`] (readiness), [`admin`] (metrics and probes), [`metrics`], [`telemetry`] (logs),
@@ -21,6 +21,7 @@ pub mod config;
 pub mod event;
 pub mod health;
 pub mod idempotency;
+pub mod identity;
 pub mod ingress;
 pub mod json;
 pub mod metrics;

@@ -26,6 +26,7 @@ pub const SPOOL_OLDEST_AGE_SECONDS: &str = "hookrelay_spool_oldest_record_age_se
 pub const SPOOL_FSYNC_SECONDS: &str = "hookrelay_spool_fsync_duration_seconds";
 pub const FORWARDER_RETRIES_TOTAL: &str = "hookrelay_forwarder_retries_total";
 pub const SPOOL_RECORDS_LOST_TOTAL: &str = "hookrelay_spool_records_lost_total";
+pub const DEAD_LETTERS_TOTAL: &str = "hookrelay_dead_letters_total";
 pub const HTTP_REQUEST_BODY_BYTES: &str = "hookrelay_http_request_body_bytes";
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "hookrelay_http_requests_in_flight";
 pub const KAFKA_QUEUE_MESSAGES: &str = "hookrelay_kafka_producer_queue_messages";
@@ -74,6 +75,9 @@ pub struct Metrics {
     pub spool_fsync_seconds: Histogram,
     pub forwarder_retries: IntCounter,
     pub spool_records_lost: IntCounter,
+    /// Events Kafka refused for good, or refused by the relay after the sender proved who it is,
+    /// that went to the dead-letter topic or directory, by source and reason.
+    pub dead_letters: IntCounterVec,
 }
 
 /// The series of one source, resolved once.
@@ -264,6 +268,11 @@ impl Metrics {
         )
         .expect("metric definitions are static and valid");
         register(Box::new(spool_records_lost.clone()));
+        let dead_letters = counter(
+            DEAD_LETTERS_TOTAL,
+            "Events written to the dead-letter topic or directory instead of their topic, by source and reason.",
+            &["source", "reason"],
+        );
         let build_info = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Always 1; the labels tell the running version."),
             &["version"],
@@ -298,6 +307,7 @@ impl Metrics {
             spool_fsync_seconds,
             forwarder_retries,
             spool_records_lost,
+            dead_letters,
         }
     }
 

@@ -61,6 +61,68 @@ pub struct Record<'a> {
     pub headers: OwnedHeaders,
 }
 
+/// Why Kafka did not take a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// It may take it later (broker down, leader moving, timeout): send it again.
+    Retriable,
+    /// It never will (too large, topic gone, not authorized, invalid): the reason, a bounded
+    /// label of `hookrelay_dead_letters_total`.
+    Permanent(&'static str),
+}
+
+impl Refusal {
+    /// Sorts a librdkafka error, as Vector's Kafka sink lists the non-retriable ones. Anything
+    /// not listed is retried: a wrong "permanent" would move a good record to the dead letters,
+    /// a wrong "retriable" only delays.
+    pub fn of(error: &KafkaError) -> Refusal {
+        use RDKafkaErrorCode as Code;
+        let Some(code) = error.rdkafka_error_code() else {
+            return Refusal::Retriable;
+        };
+        Refusal::Permanent(match code {
+            Code::MessageSizeTooLarge | Code::InvalidMessageSize | Code::MessageBatchTooLarge => {
+                "record_too_large"
+            }
+            Code::TopicAuthorizationFailed | Code::ClusterAuthorizationFailed => "not_authorized",
+            Code::UnknownTopic | Code::UnknownPartition | Code::InvalidTopic => "unknown_topic",
+            Code::InvalidMessage
+            | Code::InvalidRecord
+            | Code::InvalidTimestamp
+            | Code::UnsupportedForMessageFormat
+            | Code::PolicyViolation => "invalid_record",
+            _ => return Refusal::Retriable,
+        })
+    }
+}
+
+/// librdkafka's default `message.max.bytes`: the largest record the producer takes.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The most a record's key, headers and envelope add to its value that a body limit must leave
+/// room for (event id, type, time, source, content type, auth method and a key such as an email).
+pub const RECORD_HEADROOM: usize = 4096;
+
+/// The size librdkafka gives a record when it checks it against `message.max.bytes` (its
+/// `rd_kafka_msg_max_wire_size`): the worst-case v2 record envelope (36 bytes of varints), the key,
+/// the value, and each header's name and value with two length varints.
+pub fn wire_size(key: &[u8], value: &[u8], headers: &[(&str, &[u8])]) -> usize {
+    const ENVELOPE: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
+    const HEADER_VARINTS: usize = 5 + 5;
+    ENVELOPE
+        + key.len()
+        + value.len()
+        + headers
+            .iter()
+            .map(|(name, value)| HEADER_VARINTS + name.len() + value.len())
+            .sum::<usize>()
+}
+
+/// Header of a dead letter: why it is not on its topic (`record_too_large`, `schema_violation`...).
+pub const DEAD_REASON_HEADER: &str = "hookrelay_dead_reason";
+/// Header of a dead letter: the topic it was meant for.
+pub const DEAD_TOPIC_HEADER: &str = "hookrelay_dead_topic";
+
 /// Builds CloudEvents binary-mode headers plus hookrelay's own.
 pub fn headers(fields: &[(&str, &[u8])]) -> OwnedHeaders {
     fields.iter().fold(
@@ -74,10 +136,13 @@ pub fn headers(fields: &[(&str, &[u8])]) -> OwnedHeaders {
     )
 }
 
+/// Runs once Kafka acknowledged a `memory`-mode record (remembers its id for deduplication).
+pub type OnDelivered = Box<dyn FnOnce() + Send + Sync>;
+
 /// Who learns of a record's delivery report.
 pub enum Notify {
-    /// Nobody (`memory` mode): the report only moves metrics.
-    Nobody,
+    /// `memory` mode: the report moves metrics, and a success runs the callback, if any.
+    Memory(Option<OnDelivered>),
     /// The request waiting for Kafka's acknowledgement (`broker` mode).
     Request(oneshot::Sender<Result<Ack, KafkaError>>),
     /// The spool forwarder, by sequence number (`spool` mode).
@@ -166,7 +231,7 @@ impl ProducerContext for DeliveryContext {
                 }
                 if let Some(suppressed) = self.failures_logged.allow() {
                     match pending.notify {
-                        Notify::Nobody => {
+                        Notify::Memory(_) => {
                             tracing::error!(%error, suppressed, "record lost: Kafka did not acknowledge an event accepted in memory mode")
                         }
                         Notify::Spool { .. } => {
@@ -181,8 +246,11 @@ impl ProducerContext for DeliveryContext {
             }
         };
         match pending.notify {
-            Notify::Nobody => {
+            Notify::Memory(on_delivered) => {
                 self.unacknowledged_memory.fetch_sub(1, Ordering::Relaxed);
+                if let (Ok(_), Some(on_delivered)) = (&outcome, on_delivered) {
+                    on_delivered();
+                }
             }
             // The request may have given up waiting; then nobody needs the answer.
             Notify::Request(reply) => {
@@ -191,7 +259,7 @@ impl ProducerContext for DeliveryContext {
             Notify::Spool { seq, events } => {
                 let _ = events.send(ForwarderEvent::Delivered {
                     seq,
-                    ok: outcome.is_ok(),
+                    refused: outcome.as_ref().err().map(Refusal::of),
                 });
             }
         }
@@ -241,7 +309,7 @@ fn is_unrecoverable(error: &KafkaError) -> bool {
 
 impl Publisher {
     pub fn new(config: &Config, metrics: KafkaMetrics) -> Result<Publisher, KafkaError> {
-        let client_config = client_config(config);
+        let client_config = client_config(&config.kafka);
         let broken = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(DrainRate::new());
         let unacknowledged_memory = Arc::new(AtomicU64::new(0));
@@ -302,14 +370,16 @@ impl Publisher {
         true
     }
 
-    /// `memory` mode: enqueue and return; the delivery report only moves metrics.
+    /// `memory` mode: enqueue and return; the delivery report moves metrics and, when Kafka
+    /// acknowledged the record, runs `on_delivered`.
     pub fn enqueue(
         &self,
         record: Record<'_>,
         source: &Arc<SourceMetrics>,
+        on_delivered: Option<OnDelivered>,
     ) -> Result<(), PublishError> {
         self.unacknowledged_memory.fetch_add(1, Ordering::Relaxed);
-        self.send(record, Some(source.clone()), Notify::Nobody)
+        self.send(record, Some(source.clone()), Notify::Memory(on_delivered))
             .inspect_err(|_| {
                 self.unacknowledged_memory.fetch_sub(1, Ordering::Relaxed);
             })
@@ -317,18 +387,35 @@ impl Publisher {
 
     /// `spool` mode: publish a spooled record; its report goes to the forwarder. The delivery
     /// latency metric counts from the time the event was received, not from this send.
+    /// With `dead_letter = (topic, reason)`, the record goes to that dead-letter topic instead,
+    /// with two more headers: `hookrelay_dead_reason` and `hookrelay_dead_topic` (where it was
+    /// meant to go).
     pub fn forward(
         &self,
         stored: &Decoded<'_>,
+        dead_letter: Option<(&str, &str)>,
         source: Option<Arc<SourceMetrics>>,
         seq: u64,
         events: std::sync::mpsc::Sender<ForwarderEvent>,
     ) -> Result<(), PublishError> {
-        let record = Record {
-            topic: stored.topic,
-            key: stored.key,
-            value: stored.value,
-            headers: headers(&stored.headers),
+        let record = match dead_letter {
+            None => Record {
+                topic: stored.topic,
+                key: stored.key,
+                value: stored.value,
+                headers: headers(&stored.headers),
+            },
+            Some((topic, reason)) => {
+                let mut fields = stored.headers.clone();
+                fields.push((DEAD_REASON_HEADER, reason.as_bytes()));
+                fields.push((DEAD_TOPIC_HEADER, stored.topic.as_bytes()));
+                Record {
+                    topic,
+                    key: stored.key,
+                    value: stored.value,
+                    headers: headers(&fields),
+                }
+            }
         };
         let age = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH + Duration::from_millis(stored.received_ms))
@@ -464,11 +551,11 @@ impl Publisher {
 }
 
 /// hookrelay's producer settings, then `[kafka.options]` on top.
-pub fn client_config(config: &Config) -> ClientConfig {
+pub fn client_config(kafka: &crate::config::KafkaSettings) -> ClientConfig {
     let mut client_config = ClientConfig::new();
     client_config
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .set("client.id", &config.kafka.client_id)
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("client.id", &kafka.client_id)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.type", "lz4")
@@ -478,8 +565,40 @@ pub fn client_config(config: &Config) -> ClientConfig {
         // Feeds the producer queue and broker metrics.
         .set("statistics.interval.ms", "5000")
         .set_log_level(RDKafkaLogLevel::Warning);
-    for (key, value) in &config.kafka.options {
+    for (key, value) in &kafka.options {
         client_config.set(key, value);
     }
     client_config
+}
+
+/// Publishes one record with a producer of its own and waits for Kafka's acknowledgement (for
+/// tools: `hookrelay spool dead retry`). Blocking.
+pub fn publish_once(
+    kafka: &crate::config::KafkaSettings,
+    record: Record<'_>,
+    timeout: Duration,
+) -> Result<Ack, String> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = client_config(kafka)
+        .set("message.timeout.ms", timeout.as_millis().to_string())
+        .create()
+        .map_err(|error| format!("cannot create a Kafka producer: {error}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())?;
+    let sent = producer.send(
+        FutureRecord::to(record.topic)
+            .key(record.key)
+            .payload(record.value)
+            .headers(record.headers),
+        timeout,
+    );
+    match runtime.block_on(sent) {
+        Ok(delivery) => Ok(Ack {
+            partition: delivery.partition,
+            offset: delivery.offset,
+        }),
+        Err((error, _)) => Err(error.to_string()),
+    }
 }

@@ -151,12 +151,10 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<String> {
             .iter()
             .find(|old| old.name == source.name)
             .and_then(|old| old.dedup);
-        let window = |dedup: Option<crate::source::DedupWindow>| {
-            dedup.map(|window| (window.ttl, window.max_entries))
-        };
+        // The windows are made at start; identity rules and ttls take effect on reload.
         check(
             &format!("sources.{}.idempotency", source.name),
-            window(before) != window(source.dedup),
+            before != source.dedup,
         );
     }
     keys.into_iter().collect()

@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use crate::auth::Authenticator;
 use crate::client_ip::IpRanges;
 use crate::config::{AckMode, ConfigErrors, Settings, SourceSettings};
+use crate::identity::Identity;
 use crate::json::{self, Pointer};
 use crate::schema::Schemas;
 
@@ -207,17 +208,6 @@ impl TopicTemplate {
     }
 }
 
-/// How an event's id is made when the sender provides none.
-#[derive(Debug, Clone)]
-pub enum IdRule {
-    /// A hash of the event type and these body fields: a repeat of the same event gets the same id.
-    Fields(Vec<Pointer>),
-    /// A hash of the whole body.
-    Body,
-    /// A fresh UUIDv7 per request.
-    Random,
-}
-
 /// Where the Kafka record key comes from.
 #[derive(Debug, Clone)]
 pub enum KeyRule {
@@ -236,10 +226,9 @@ pub enum EventFilter {
     Any,
 }
 
-/// A source's deduplication window.
-#[derive(Debug, Clone, Copy)]
+/// A source's deduplication window (how long each id is kept is its event's [`Identity`] rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DedupWindow {
-    pub ttl: std::time::Duration,
     pub max_entries: usize,
 }
 
@@ -259,7 +248,8 @@ pub struct Source {
     pub topic: TopicTemplate,
     pub events: EventFilter,
     pub auth: Authenticator,
-    pub id_rule: IdRule,
+    /// How an event id is derived when the sender gives none; `None`: a fresh UUIDv7.
+    pub identity: Option<Identity>,
     pub key_rule: Option<KeyRule>,
     pub ack: AckMode,
     /// Lower-case media types without parameters.
@@ -278,6 +268,10 @@ pub struct Source {
     pub allow_ips: Option<IpRanges>,
     /// JSON Schemas of the source's events, compiled.
     pub schemas: Option<Schemas>,
+    /// Path template of example bodies, read by `check-config` only.
+    pub samples: Option<String>,
+    /// Keep authenticated events the relay refuses on the dead-letter topic.
+    pub dead_letter_refused: bool,
 }
 
 impl Source {
@@ -319,29 +313,10 @@ impl Source {
         let auth = Authenticator::from_settings(&settings.auth)
             .map_err(|(key, reason)| errors.push(format!("{path}.auth{key}"), reason));
 
-        let id_rule = match &settings.idempotency {
-            None => IdRule::Random,
-            Some(idempotency) if idempotency.fields == ["body"] => IdRule::Body,
-            Some(idempotency) if idempotency.fields.is_empty() => {
-                errors.push(
-                    format!("{path}.idempotency.fields"),
-                    "list at least one JSON pointer (or [\"body\"])",
-                );
-                IdRule::Random
-            }
-            Some(idempotency) => {
-                let mut pointers = Vec::new();
-                for (index, field) in idempotency.fields.iter().enumerate() {
-                    match Pointer::parse(field) {
-                        Ok(pointer) => pointers.push(pointer),
-                        Err(reason) => {
-                            errors.push(format!("{path}.idempotency.fields[{index}]"), reason)
-                        }
-                    }
-                }
-                IdRule::Fields(pointers)
-            }
-        };
+        let identity = settings
+            .idempotency
+            .as_ref()
+            .map(|idempotency| Identity::from_settings(idempotency, &events, &path, &mut errors));
 
         let key_rule = match settings.key.as_deref() {
             None => None,
@@ -414,10 +389,12 @@ impl Source {
                     "must be at least 1",
                 );
             }
-            (idempotency.ttl_secs > 0).then_some(DedupWindow {
-                ttl: std::time::Duration::from_secs(idempotency.ttl_secs),
-                max_entries: idempotency.max_entries,
-            })
+            identity
+                .as_ref()
+                .is_some_and(Identity::has_window)
+                .then_some(DedupWindow {
+                    max_entries: idempotency.max_entries,
+                })
         });
 
         let rate_limit = settings.rate_limit.as_ref().and_then(|limit| {
@@ -494,6 +471,12 @@ impl Source {
             })
         });
 
+        if settings.dead_letter_refused && matches!(auth, Ok(Authenticator::None)) {
+            errors.push(
+                format!("{path}.dead_letter_refused"),
+                "keeps only events whose sender proved who it is: this source has auth type none",
+            );
+        }
         let schemas = match (&settings.schema, &source_name) {
             (Some(template), Ok(source_name)) => Schemas::load(
                 template,
@@ -537,7 +520,7 @@ impl Source {
                     topic,
                     events,
                     auth,
-                    id_rule,
+                    identity,
                     key_rule,
                     ack: settings.ack.unwrap_or(root.delivery.ack),
                     content_types,
@@ -550,6 +533,8 @@ impl Source {
                     forward_headers,
                     allow_ips,
                     schemas,
+                    samples: settings.samples.clone(),
+                    dead_letter_refused: settings.dead_letter_refused,
                 })
             }
             _ => Err(errors),
@@ -620,6 +605,23 @@ impl Source {
             .filter_map(|field| field.lookup(request, document))
             .find(|id| id.len() <= MAX_SENDER_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic()))
             .map(Cow::into_owned)
+    }
+
+    /// How long a repeat of `event` is answered `"duplicate"`; zero when it never is.
+    pub fn dedup_ttl(&self, event: &EventType) -> std::time::Duration {
+        match (&self.identity, &self.dedup) {
+            (Some(identity), Some(_)) => identity.rule(event.as_str()).ttl,
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
+    /// The event type of a request whose body names none (or cannot be read): the path's, else
+    /// `{source}.webhook`.
+    pub fn event_type_or_default(&self, choice: &EventChoice) -> EventType {
+        match choice {
+            EventChoice::Decided(event) => event.clone(),
+            EventChoice::FromSender => self.default_event_type(),
+        }
     }
 
     fn default_event_type(&self) -> EventType {

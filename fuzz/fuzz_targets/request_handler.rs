@@ -212,7 +212,7 @@ fn fixture() -> &'static Fixture {
             topics.insert((*topic).to_owned());
         }
         let state = |ready: bool| {
-            let health = Arc::new(Health::new(false, true, metrics.ready.clone()));
+            let health = Arc::new(Health::new(false, true, false, metrics.ready.clone()));
             if ready {
                 health.set_kafka(KafkaState::Ok);
             }

@@ -16,14 +16,19 @@ use figment::Figment;
 
 pub use secret::Secret;
 pub use settings::{
-    AckMode, DeliverySettings, IdempotencySettings, KafkaSettings, LogFormat, RateLimitSettings,
-    ServerSettings, Settings, SourceSettings, TelemetrySettings,
+    AckMode, DeliverySettings, EventIdentitySettings, IdempotencySettings, KafkaSettings,
+    LogFormat, RateLimitSettings, ServerSettings, Settings, SourceSettings, TelemetrySettings,
 };
 
 pub use crate::auth::{AuthSettings, TokenAuthSettings, TokenLocation};
 
 use crate::client_ip::IpRanges;
+use crate::publisher::{DEFAULT_MESSAGE_MAX_BYTES, RECORD_HEADROOM};
 use crate::source::Source;
+
+/// The largest body any limit may allow: what one spool frame holds, with room for the rest of
+/// the record.
+pub const MAX_BODY_BYTES: usize = crate::spool::codec::MAX_PAYLOAD - 1024 * 1024;
 
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/hookrelay.toml";
@@ -109,6 +114,25 @@ impl Config {
         if settings.delivery.broker_timeout_ms == 0 {
             errors.push("delivery.broker_timeout_ms", "must be greater than 0");
         }
+        if let Some(topic) = &settings.delivery.dead_letter_topic {
+            if let Err(reason) = crate::source::TopicTemplate::parse(topic).and_then(|template| {
+                if template.uses_event() || topic.contains('{') {
+                    Err("a dead-letter topic is one fixed name, without placeholders".to_owned())
+                } else {
+                    Ok(())
+                }
+            }) {
+                errors.push("delivery.dead_letter_topic", reason);
+            }
+        }
+        for (name, source) in &settings.sources {
+            if source.dead_letter_refused && settings.delivery.dead_letter_topic.is_none() {
+                errors.push(
+                    format!("sources.{name}.dead_letter_refused"),
+                    "needs delivery.dead_letter_topic",
+                );
+            }
+        }
         if settings.delivery.spool_max_bytes < 64 * 1024 {
             errors.push("delivery.spool_max_bytes", "must be at least 65536");
         }
@@ -132,6 +156,7 @@ impl Config {
                 Err(source_errors) => errors.extend(source_errors),
             }
         }
+        check_body_limits(&settings, &mut errors);
 
         errors.into_result(Config {
             server: settings.server,
@@ -142,6 +167,12 @@ impl Config {
             trusted_proxies,
             path: None,
         })
+    }
+
+    /// The largest Kafka record the producer takes (`message.max.bytes`): what a request's
+    /// record may not exceed, or it is refused with 413 before it is acknowledged.
+    pub fn max_record_bytes(&self) -> usize {
+        max_record_bytes(&self.kafka).unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
     }
 
     pub fn body_timeout(&self) -> Duration {
@@ -168,6 +199,7 @@ impl Config {
             .iter()
             .filter_map(|source| source.known_topics())
             .flatten()
+            .chain(self.delivery.dead_letter_topic.clone())
             .collect();
         required.sort();
         required.dedup();
@@ -179,6 +211,52 @@ impl Config {
         self.sources
             .iter()
             .any(|source| source.ack == AckMode::Spool)
+    }
+}
+
+/// `kafka.options."message.max.bytes"`, or librdkafka's default; `Err` when it is not a number.
+fn max_record_bytes(kafka: &KafkaSettings) -> Result<usize, String> {
+    match kafka.options.get("message.max.bytes") {
+        None => Ok(DEFAULT_MESSAGE_MAX_BYTES),
+        Some(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number of bytes")),
+    }
+}
+
+/// Every body limit must leave room in a Kafka record for its key and headers, and fit the spool's
+/// frames: a body the relay accepted but Kafka cannot take would wait in the spool forever.
+fn check_body_limits(settings: &Settings, errors: &mut ConfigErrors) {
+    let record_limit = match max_record_bytes(&settings.kafka) {
+        Ok(limit) => limit,
+        Err(reason) => {
+            errors.push("kafka.options.\"message.max.bytes\"", reason);
+            return;
+        }
+    };
+    let largest = record_limit
+        .saturating_sub(RECORD_HEADROOM)
+        .min(MAX_BODY_BYTES);
+    let limits = std::iter::once((
+        "server.max_body_bytes".to_owned(),
+        settings.server.max_body_bytes,
+    ))
+    .chain(settings.sources.iter().filter_map(|(name, source)| {
+        Some((
+            format!("sources.{name}.max_body_bytes"),
+            source.max_body_bytes?,
+        ))
+    }));
+    for (key, limit) in limits {
+        if limit > largest {
+            errors.push(
+                key,
+                format!(
+                    "{limit} bytes cannot be published: a Kafka record holds at most {record_limit} bytes (kafka.options.\"message.max.bytes\") and the key and headers need up to {RECORD_HEADROOM}; set at most {largest}, or raise message.max.bytes together with the topics' max.message.bytes"
+                ),
+            );
+        }
     }
 }
 

@@ -59,7 +59,9 @@ impl Default for ServerSettings {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
-            max_body_bytes: 1024 * 1024,
+            // What fits a Kafka record under librdkafka's default message.max.bytes (1 000 000)
+            // with room for its key and headers.
+            max_body_bytes: 960 * 1024,
             body_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
             workers: 0,
@@ -137,6 +139,11 @@ pub struct DeliverySettings {
     pub spool_dir: PathBuf,
     /// Bytes of unacknowledged records the spool may hold; beyond it, 503 `spool_full`.
     pub spool_max_bytes: u64,
+    /// Topic for events Kafka refuses for good (too large, topic deleted, not authorized,
+    /// invalid) and, per source, authentic events the relay refused: same key, value and
+    /// headers, plus `hookrelay_dead_reason` and `hookrelay_dead_topic`. Absent: such spooled
+    /// records go to the spool's `dead/` directory only.
+    pub dead_letter_topic: Option<String>,
 }
 
 impl Default for DeliverySettings {
@@ -146,6 +153,7 @@ impl Default for DeliverySettings {
             broker_timeout_ms: 5_000,
             spool_dir: PathBuf::from("data/spool"),
             spool_max_bytes: 1 << 30,
+            dead_letter_topic: None,
         }
     }
 }
@@ -230,6 +238,15 @@ pub struct SourceSettings {
     /// `enforce` (default: refuse with 422) or `observe` (accept, count and log).
     #[serde(default)]
     pub schema_mode: Option<SchemaMode>,
+    /// Also keep, on the dead-letter topic, the events this source's sender authenticated but
+    /// the relay refused (`schema_violation` in enforce mode, `invalid_json`): the sender still
+    /// gets the 4xx, and a sender that never resends loses nothing.
+    #[serde(default)]
+    pub dead_letter_refused: bool,
+    /// Example body per event: a path template with `{source}` and `{event}`. Only
+    /// `check-config` reads it, to warn when an event's identity fields are not in its sample.
+    #[serde(default)]
+    pub samples: Option<String>,
 }
 
 /// `rate_limit = { per_second = N, burst = M }`: a token bucket per source.
@@ -254,11 +271,12 @@ fn default_success_status() -> u16 {
     200
 }
 
-/// `idempotency = { fields = [...], ttl_secs = N }`.
+/// `idempotency = { fields = [...], ttl_secs = N, events = { "order.*" = { fields = [...] } } }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdempotencySettings {
     /// JSON pointers whose values, with the event type, make the event id; or `["body"]`.
+    /// When a listed field is absent, null or an empty string, the whole body is hashed instead.
     pub fields: Vec<String>,
     /// Deduplication window: a repeat within it is answered `"duplicate"` and not published.
     #[serde(default = "default_ttl_secs")]
@@ -266,6 +284,22 @@ pub struct IdempotencySettings {
     /// Most ids remembered for this source (least recently used are forgotten first).
     #[serde(default = "default_max_entries")]
     pub max_entries: usize,
+    /// Identity of particular events, by event type (`order.created.completed`) or prefix
+    /// (`order.*`): an exact name wins over a prefix, a longer prefix over a shorter one; events
+    /// that match none use `fields` and `ttl_secs` above.
+    #[serde(default)]
+    pub events: BTreeMap<String, EventIdentitySettings>,
+}
+
+/// `events."order.*" = { fields = ["/orderId"], ttl_secs = N }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventIdentitySettings {
+    /// As `idempotency.fields`, for these events.
+    pub fields: Vec<String>,
+    /// As `idempotency.ttl_secs`, for these events; defaults to the source's.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
 }
 
 fn default_max_entries() -> usize {

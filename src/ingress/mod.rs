@@ -70,6 +70,10 @@ pub struct Live {
     body_timeout: Duration,
     broker_timeout: Duration,
     max_json_depth: usize,
+    /// The largest Kafka record the producer takes: a larger one is refused before it is durable.
+    max_record_bytes: usize,
+    /// `delivery.dead_letter_topic`.
+    dead_letter_topic: Option<String>,
     /// Proxies whose `X-Forwarded-For` is believed.
     trusted_proxies: IpRanges,
     /// Partitions, replication and timeout for topics created on first use, when allowed.
@@ -136,6 +140,8 @@ impl Live {
             sources,
             body_timeout: config.body_timeout(),
             max_json_depth: config.server.max_json_depth,
+            max_record_bytes: config.max_record_bytes(),
+            dead_letter_topic: config.delivery.dead_letter_topic.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             broker_timeout: config.broker_timeout(),
             create_topics: config.kafka.create_topics.then_some((
@@ -326,9 +332,28 @@ async fn accept(
         .auth
         .verify(request, Unverified::new(body), received)
         .map_err(Rejection::Unauthorized)?;
-    let document = json::validate(body.bytes()).map_err(Rejection::InvalidJson)?;
-    json::check_depth(body.bytes(), live.max_json_depth).map_err(Rejection::InvalidJson)?;
-    let event_type = match event_choice {
+    let keep = |rejection, intended| {
+        keep_refused(
+            ingress,
+            live,
+            entry,
+            request,
+            body.bytes(),
+            intended,
+            received,
+            rejection,
+        )
+    };
+    let document = match json::validate(body.bytes()).and_then(|document| {
+        json::check_depth(body.bytes(), live.max_json_depth).map(|()| document)
+    }) {
+        Ok(document) => document,
+        Err(error) => {
+            let intended = source.event_type_or_default(&event_choice);
+            return Err(keep(Rejection::InvalidJson(error), intended).await);
+        }
+    };
+    let event_type = match event_choice.clone() {
         EventChoice::Decided(event) => event,
         EventChoice::FromSender => {
             source
@@ -345,7 +370,7 @@ async fn accept(
             .map_err(Rejection::InvalidJson)?
         {
             Some(violation) if schemas.mode == SchemaMode::Enforce => {
-                return Err(Rejection::SchemaViolation(violation))
+                return Err(keep(Rejection::SchemaViolation(violation), event_type.clone()).await)
             }
             observed => observed,
         },
@@ -399,65 +424,26 @@ async fn accept(
             headers.push((record_name, value.as_bytes()));
         }
     }
-    let remembered = ingress.idempotency.entry(source.name.as_str(), &event.id);
-    let ack = match source.ack {
-        AckMode::Spool => {
-            let spool = ingress.spool.as_ref().ok_or(Rejection::NotReady {
-                retry_after: MIN_RETRY_AFTER,
-            })?;
-            let frame = codec::encode(&Entry {
-                received,
-                source: source.name.as_str(),
-                topic: &topic,
-                key: &event.key,
-                headers: &headers,
-                value: body.bytes(),
-            });
-            spool
-                .append(frame, remembered)
-                .await
-                .map_err(|error| match error {
-                    SpoolError::Full { retry_after } => Rejection::SpoolFull { retry_after },
-                    SpoolError::Io(_) | SpoolError::Closed => Rejection::SpoolUnavailable {
-                        retry_after: MIN_RETRY_AFTER,
-                    },
-                })?;
-            None
-        }
-        mode => {
-            let record = Record {
-                topic: &topic,
-                key: &event.key,
-                value: body.bytes(),
-                headers: publisher::headers(&headers),
-            };
-            let ack = if mode == AckMode::Memory {
-                ingress
-                    .publisher
-                    .enqueue(record, &entry.metrics)
-                    .map(|()| None)
-            } else {
-                ingress
-                    .publisher
-                    .deliver(record, &entry.metrics, live.broker_timeout)
-                    .await
-                    .map(Some)
-            }
-            .map_err(|error| {
-                let retry_after = ingress.publisher.retry_after_secs();
-                match error {
-                    PublishError::QueueFull => Rejection::QueueFull { retry_after },
-                    PublishError::TimedOut(_) | PublishError::Kafka(_) => {
-                        Rejection::KafkaUnavailable { retry_after }
-                    }
-                }
-            })?;
-            if let Some(remembered) = remembered {
-                ingress.idempotency.remember(remembered);
-            }
-            ack
-        }
+    let size = publisher::wire_size(&event.key, body.bytes(), &headers);
+    if size > live.max_record_bytes {
+        return Err(Rejection::RecordTooLarge {
+            size,
+            limit: live.max_record_bytes,
+        });
+    }
+    let remembered = ingress.idempotency.entry(
+        source.name.as_str(),
+        &event.id,
+        source.dedup_ttl(&event.event_type),
+    );
+    let outgoing = Outgoing {
+        topic: &topic,
+        key: &event.key,
+        headers: &headers,
+        value: body.bytes(),
+        received,
     };
+    let ack = commit(ingress, live, entry, &outgoing, remembered).await?;
     Ok(Delivered {
         event,
         topic,
@@ -467,6 +453,152 @@ async fn accept(
         status: source.success_status,
         schema_violation,
     })
+}
+
+/// A record on its way to its durability point.
+struct Outgoing<'a> {
+    topic: &'a str,
+    key: &'a [u8],
+    headers: &'a [(&'a str, &'a [u8])],
+    value: &'a [u8],
+    received: SystemTime,
+}
+
+/// Takes a record to its source's durability point: fsync'd in the spool, acknowledged by Kafka,
+/// or in the producer queue. `remembered` enters the deduplication window once it is there (in
+/// `memory` mode, once Kafka acknowledged it).
+async fn commit(
+    ingress: &Ingress,
+    live: &Live,
+    entry: &SourceEntry,
+    record: &Outgoing<'_>,
+    remembered: Option<crate::idempotency::Remembered>,
+) -> Result<Option<Ack>, Rejection> {
+    let source = &entry.source;
+    if source.ack == AckMode::Spool {
+        let spool = ingress.spool.as_ref().ok_or(Rejection::NotReady {
+            retry_after: MIN_RETRY_AFTER,
+        })?;
+        let frame = codec::encode(&Entry {
+            received: record.received,
+            source: source.name.as_str(),
+            topic: record.topic,
+            key: record.key,
+            headers: record.headers,
+            value: record.value,
+        });
+        spool
+            .append(frame, remembered)
+            .await
+            .map_err(|error| match error {
+                SpoolError::Full { retry_after } => Rejection::SpoolFull { retry_after },
+                SpoolError::Io(_) | SpoolError::Closed => Rejection::SpoolUnavailable {
+                    retry_after: MIN_RETRY_AFTER,
+                },
+            })?;
+        return Ok(None);
+    }
+    let kafka_record = Record {
+        topic: record.topic,
+        key: record.key,
+        value: record.value,
+        headers: publisher::headers(record.headers),
+    };
+    let published = if source.ack == AckMode::Memory {
+        // Remembered once Kafka has it: a record that times out in the queue must not make its
+        // repeats "duplicates".
+        let on_delivered = remembered.map(|remembered| {
+            let idempotency = ingress.idempotency.clone();
+            Box::new(move || idempotency.remember(remembered)) as publisher::OnDelivered
+        });
+        ingress
+            .publisher
+            .enqueue(kafka_record, &entry.metrics, on_delivered)
+            .map(|()| None)
+    } else {
+        let delivered = ingress
+            .publisher
+            .deliver(kafka_record, &entry.metrics, live.broker_timeout)
+            .await;
+        if let (Ok(_), Some(remembered)) = (&delivered, remembered) {
+            ingress.idempotency.remember(remembered);
+        }
+        delivered.map(Some)
+    };
+    published.map_err(|error| {
+        let retry_after = ingress.publisher.retry_after_secs();
+        match error {
+            PublishError::QueueFull => Rejection::QueueFull { retry_after },
+            PublishError::TimedOut(_) | PublishError::Kafka(_) => {
+                Rejection::KafkaUnavailable { retry_after }
+            }
+        }
+    })
+}
+
+/// For a source with `dead_letter_refused`: keeps an event its sender authenticated but the
+/// relay refuses (its body is not JSON, or fails its schema) on the dead-letter topic, through
+/// the source's ack mode, and returns the refusal to answer. When it cannot be kept now, the
+/// answer is that 503 instead, so that a sender that retries sends it again.
+#[allow(clippy::too_many_arguments)]
+async fn keep_refused(
+    ingress: &Ingress,
+    live: &Live,
+    entry: &SourceEntry,
+    request: &HttpRequest,
+    body: &[u8],
+    intended_event: crate::source::EventType,
+    received: SystemTime,
+    rejection: Rejection,
+) -> Rejection {
+    let source = &entry.source;
+    let Some(dead_letter_topic) = live.dead_letter_topic.as_deref() else {
+        return rejection;
+    };
+    if !source.dead_letter_refused {
+        return rejection;
+    }
+    let id = uuid::Uuid::now_v7().hyphenated().to_string();
+    let time = humantime::format_rfc3339_millis(received).to_string();
+    let intended_topic = source.topic.render(&source.name, &intended_event);
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map_or(&b""[..], |value| value.as_bytes());
+    let reason = rejection.code();
+    let headers: [(&str, &[u8]); 9] = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", id.as_bytes()),
+        ("ce_source", source.ce_source.as_bytes()),
+        ("ce_type", intended_event.as_str().as_bytes()),
+        ("ce_time", time.as_bytes()),
+        ("content-type", content_type),
+        ("hookrelay_auth", source.auth.method().as_bytes()),
+        (publisher::DEAD_REASON_HEADER, reason.as_bytes()),
+        (publisher::DEAD_TOPIC_HEADER, intended_topic.as_bytes()),
+    ];
+    let outgoing = Outgoing {
+        topic: dead_letter_topic,
+        key: id.as_bytes(),
+        headers: &headers,
+        value: body,
+        received,
+    };
+    if publisher::wire_size(outgoing.key, body, &headers) > live.max_record_bytes {
+        return rejection;
+    }
+    match commit(ingress, live, entry, &outgoing, None).await {
+        Ok(_) => {
+            ingress
+                .metrics
+                .dead_letters
+                .with_label_values(&[source.name.as_str(), reason])
+                .inc();
+            tracing::info!(id, reason, "refused event kept on the dead-letter topic");
+            rejection
+        }
+        Err(unavailable) => unavailable,
+    }
 }
 
 /// For sources that accept any event: the event's topic must exist (or be created, when the

@@ -35,6 +35,8 @@ pub enum Rejection {
     UnsupportedMediaType { accepted: String },
     #[error("body too large")]
     PayloadTooLarge { limit: usize },
+    #[error("record too large for Kafka")]
+    RecordTooLarge { size: usize, limit: usize },
     #[error("body not complete in time")]
     BodyTimeout { timeout: Duration },
     #[error("body ended early")]
@@ -79,7 +81,9 @@ impl Rejection {
             Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Rejection::ForbiddenIp => StatusCode::FORBIDDEN,
             Rejection::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::PayloadTooLarge { .. } | Rejection::RecordTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Rejection::IncompleteBody | Rejection::InvalidJson(_) | Rejection::InvalidEventType => {
                 StatusCode::BAD_REQUEST
@@ -108,7 +112,9 @@ impl Rejection {
             Rejection::Unauthorized(AuthError::StaleTimestamp) => "stale_timestamp",
             Rejection::ForbiddenIp => "forbidden_ip",
             Rejection::UnsupportedMediaType { .. } => "unsupported_media_type",
-            Rejection::PayloadTooLarge { .. } => "payload_too_large",
+            Rejection::PayloadTooLarge { .. } | Rejection::RecordTooLarge { .. } => {
+                "payload_too_large"
+            }
             Rejection::BodyTimeout { .. } => "body_timeout",
             Rejection::IncompleteBody => "incomplete_body",
             Rejection::InvalidJson(JsonError::Empty) => "empty_body",
@@ -142,6 +148,9 @@ impl Rejection {
             Rejection::PayloadTooLarge { limit } => {
                 format!("the body is larger than this source's limit of {limit} bytes")
             }
+            Rejection::RecordTooLarge { size, limit } => format!(
+                "the event with its key and headers makes a Kafka record of {size} bytes; records may hold at most {limit} bytes"
+            ),
             Rejection::BodyTimeout { timeout } => format!(
                 "the body was not received completely within {} ms",
                 timeout.as_millis()
@@ -196,6 +205,7 @@ impl Rejection {
         !matches!(
             self,
             Rejection::InvalidJson(_)
+                | Rejection::RecordTooLarge { .. }
                 | Rejection::InvalidEventType
                 | Rejection::SchemaViolation(_)
                 | Rejection::NotReady { .. }

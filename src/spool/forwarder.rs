@@ -19,11 +19,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec};
 
+use super::dead::DeadLetters;
 use super::{codec, Location, Reader, Shared};
 use crate::metrics::SourceMetrics;
-use crate::publisher::{PublishError, Publisher};
+use crate::publisher::{PublishError, Publisher, Refusal, DEAD_REASON_HEADER};
 
 const MAX_IN_FLIGHT: usize = 10_000;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
@@ -37,8 +38,8 @@ pub enum ForwarderEvent {
     Written,
     /// The writer has stopped.
     WriterClosed,
-    /// Kafka's verdict on record `seq`.
-    Delivered { seq: u64, ok: bool },
+    /// Kafka's verdict on record `seq`: `None` when it has the record.
+    Delivered { seq: u64, refused: Option<Refusal> },
     /// Shut down: deliver what can be delivered before the deadline, then stop.
     Stop(Instant),
 }
@@ -48,6 +49,10 @@ enum State {
     InFlight,
     Delivered,
     Failed,
+    /// Refused for good (the reason): to the dead-letter topic, else the dead-letter directory.
+    Refused(&'static str),
+    /// The dead-letter topic refused it too: to the dead-letter directory.
+    ToDirectory(&'static str),
 }
 
 struct InFlight {
@@ -56,6 +61,8 @@ struct InFlight {
     size: u64,
     received_ms: u64,
     state: State,
+    /// Sent to the dead-letter topic: why, and the source (for the metric).
+    dead_letter: Option<(&'static str, String)>,
 }
 
 struct Forwarder {
@@ -66,6 +73,10 @@ struct Forwarder {
     retries: IntCounter,
     /// Records skipped because the disk lost them.
     lost: IntCounter,
+    /// Where records Kafka refused for good go: the topic, else the directory.
+    dead_letter_topic: Option<String>,
+    dead_letters: DeadLetters,
+    dead_letters_total: IntCounterVec,
     events: mpsc::Sender<ForwarderEvent>,
     reader: Reader,
     window: VecDeque<InFlight>,
@@ -89,11 +100,18 @@ impl Handle {
     }
 }
 
+/// Where the forwarder puts records Kafka refused for good, and their count.
+pub struct DeadLetterRoute {
+    pub topic: Option<String>,
+    pub total: IntCounterVec,
+}
+
 pub(super) fn spawn(
     shared: Arc<Shared>,
     publisher: Arc<Publisher>,
     sources: HashMap<String, Arc<SourceMetrics>>,
     (retries, lost): (IntCounter, IntCounter),
+    dead_letter: DeadLetterRoute,
     events: mpsc::Sender<ForwarderEvent>,
     receiver: mpsc::Receiver<ForwarderEvent>,
 ) -> std::io::Result<Handle> {
@@ -105,6 +123,7 @@ pub(super) fn spawn(
         .clone();
     let reader = Reader::new(shared.clone(), &segments, checkpoint)?;
     let checkpoint_file = super::CheckpointFile::open(&shared.dir)?;
+    let shared_dir = shared.dir.clone();
     let mut forwarder = Forwarder {
         checkpoint_file,
         shared,
@@ -112,6 +131,9 @@ pub(super) fn spawn(
         sources,
         retries,
         lost,
+        dead_letter_topic: dead_letter.topic,
+        dead_letters: DeadLetters::new(&shared_dir),
+        dead_letters_total: dead_letter.total,
         events: events.clone(),
         reader,
         window: VecDeque::new(),
@@ -149,6 +171,7 @@ impl Forwarder {
             while let Ok(event) = receiver.try_recv() {
                 self.handle(event);
             }
+            self.settle_refused();
             self.advance_checkpoint();
             self.rewind_when_settled();
             if let Err(error) = self.send_more() {
@@ -170,7 +193,7 @@ impl Forwarder {
         match event {
             ForwarderEvent::Written | ForwarderEvent::WriterClosed => {}
             ForwarderEvent::Stop(deadline) => self.stop_at = Some(deadline),
-            ForwarderEvent::Delivered { seq, ok } => {
+            ForwarderEvent::Delivered { seq, refused } => {
                 let Some(front) = self.window.front().map(|entry| entry.seq) else {
                     return;
                 };
@@ -183,11 +206,31 @@ impl Forwarder {
                 if entry.seq != seq || entry.state != State::InFlight {
                     return;
                 }
-                if ok {
-                    entry.state = State::Delivered;
-                } else {
-                    entry.state = State::Failed;
-                    self.rewind_to = Some(self.rewind_to.map_or(seq, |first| first.min(seq)));
+                match (refused, entry.dead_letter.take()) {
+                    (None, None) => entry.state = State::Delivered,
+                    (None, Some((reason, source))) => {
+                        entry.state = State::Delivered;
+                        self.dead_letters_total
+                            .with_label_values(&[source.as_str(), reason])
+                            .inc();
+                        tracing::error!(
+                            seq,
+                            source,
+                            reason,
+                            topic = self.dead_letter_topic.as_deref(),
+                            "spool: Kafka refused a record for good; it is on the dead-letter topic"
+                        );
+                    }
+                    (Some(Refusal::Permanent(reason)), None) => {
+                        entry.state = State::Refused(reason)
+                    }
+                    (Some(Refusal::Permanent(_)), Some((reason, _))) => {
+                        entry.state = State::ToDirectory(reason)
+                    }
+                    (Some(Refusal::Retriable), _) => {
+                        entry.state = State::Failed;
+                        self.rewind_to = Some(self.rewind_to.map_or(seq, |first| first.min(seq)));
+                    }
                 }
             }
         }
@@ -211,84 +254,186 @@ impl Forwarder {
             };
             let (location, seq, size) = (frame.location, frame.seq, frame.size);
             let Some(record) = codec::decode_ref(&frame.payload) else {
-                tracing::error!(seq, "spool: a record cannot be decoded; skipping it");
+                // Intact (its CRC matches) but not in a format this binary knows: lost to it.
+                tracing::error!(
+                    seq,
+                    version = frame.payload.first().copied(),
+                    "spool: a record cannot be decoded (written by another version?); skipping it"
+                );
+                self.lost.inc();
                 self.window.push_back(InFlight {
                     seq,
                     location,
                     size,
                     received_ms: 0,
                     state: State::Delivered,
+                    dead_letter: None,
                 });
                 continue;
             };
             let metrics = self.sources.get(record.source).cloned();
             let received_ms = record.received_ms;
-            match self
-                .publisher
-                .forward(&record, metrics, seq, self.events.clone())
-            {
-                Ok(()) => self.window.push_back(InFlight {
-                    seq,
-                    location,
-                    size,
-                    received_ms,
-                    state: State::InFlight,
-                }),
-                Err(error) => {
-                    // Read it again later; a full queue drains as reports arrive. (Where the
-                    // record itself starts: the segment before it may be retired already.)
-                    self.reader.seek(location, seq);
-                    if !matches!(error, PublishError::QueueFull) {
-                        tracing::warn!(%error, "spool: cannot hand a record to the producer");
+            let refused =
+                match self
+                    .publisher
+                    .forward(&record, None, metrics, seq, self.events.clone())
+                {
+                    Ok(()) => None,
+                    Err(PublishError::Kafka(error))
+                        if Refusal::of(&error) != Refusal::Retriable =>
+                    {
+                        Some(Refusal::of(&error))
                     }
-                    self.paused_until = Some(Instant::now() + Duration::from_millis(10));
-                    return Ok(());
-                }
-            }
+                    Err(error) => {
+                        // Read it again later; a full queue drains as reports arrive. (Where the
+                        // record itself starts: the segment before it may be retired already.)
+                        self.reader.seek(location, seq);
+                        if !matches!(error, PublishError::QueueFull) {
+                            tracing::warn!(%error, "spool: cannot hand a record to the producer");
+                        }
+                        self.paused_until = Some(Instant::now() + Duration::from_millis(10));
+                        return Ok(());
+                    }
+                };
+            self.window.push_back(InFlight {
+                seq,
+                location,
+                size,
+                received_ms,
+                state: match refused {
+                    Some(Refusal::Permanent(reason)) => State::Refused(reason),
+                    _ => State::InFlight,
+                },
+                dead_letter: None,
+            });
         }
         Ok(())
     }
 
+    /// Records Kafka refused for good go to the dead-letter topic (same key, value and headers,
+    /// plus the reason and the topic they were meant for), or, when there is none or it refuses
+    /// them too, to the dead-letter directory. Either way they stop blocking the records behind
+    /// them. When neither can take a record now (a full disk), it stays and is tried again.
+    fn settle_refused(&mut self) {
+        if self
+            .paused_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return;
+        }
+        for index in 0..self.window.len() {
+            let entry = &self.window[index];
+            let (seq, location) = (entry.seq, entry.location);
+            let (reason, to_topic) = match entry.state {
+                State::Refused(reason) => (reason, self.dead_letter_topic.is_some()),
+                State::ToDirectory(reason) => (reason, false),
+                _ => continue,
+            };
+            let payload = match self.reader.read_at(location, seq) {
+                Ok(Some(payload)) => payload,
+                Ok(None) => {
+                    tracing::error!(
+                        seq,
+                        "spool: a refused record is no longer readable (the disk lost it)"
+                    );
+                    self.lost.inc();
+                    self.window[index].state = State::Delivered;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(%error, seq, "spool: cannot read a refused record; retrying");
+                    self.paused_until = Some(Instant::now() + REWIND_PAUSE);
+                    return;
+                }
+            };
+            let Some(record) = codec::decode_ref(&payload) else {
+                self.lost.inc();
+                self.window[index].state = State::Delivered;
+                continue;
+            };
+            if let (true, Some(topic)) = (to_topic, self.dead_letter_topic.as_deref()) {
+                let metrics = self.sources.get(record.source).cloned();
+                match self.publisher.forward(
+                    &record,
+                    Some((topic, reason)),
+                    metrics,
+                    seq,
+                    self.events.clone(),
+                ) {
+                    Ok(()) => {
+                        let entry = &mut self.window[index];
+                        entry.state = State::InFlight;
+                        entry.dead_letter = Some((reason, record.source.to_owned()));
+                        continue;
+                    }
+                    Err(PublishError::QueueFull) => {
+                        self.paused_until = Some(Instant::now() + Duration::from_millis(10));
+                        return;
+                    }
+                    // Refused by the dead-letter topic too: the directory.
+                    Err(_) => {}
+                }
+            }
+            let mut headers = record.headers.clone();
+            headers.push((DEAD_REASON_HEADER, reason.as_bytes()));
+            let written = self.dead_letters.write(
+                seq,
+                &codec::Entry {
+                    received: std::time::UNIX_EPOCH + Duration::from_millis(record.received_ms),
+                    source: record.source,
+                    topic: record.topic,
+                    key: record.key,
+                    headers: &headers,
+                    value: record.value,
+                },
+            );
+            match written {
+                Ok(()) => {
+                    self.dead_letters_total
+                        .with_label_values(&[record.source, reason])
+                        .inc();
+                    tracing::error!(
+                        seq,
+                        source = record.source,
+                        reason,
+                        directory = %self.dead_letters.dir().display(),
+                        "spool: Kafka refused a record for good; it is in the dead-letter directory (hookrelay spool dead list)"
+                    );
+                    self.window[index].state = State::Delivered;
+                }
+                Err(error) => {
+                    tracing::error!(%error, seq, "spool: cannot write a dead letter; retrying");
+                    self.paused_until = Some(Instant::now() + REWIND_PAUSE);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Records the disk lost (a corrupt record, or a stretch missing between two segments) would
-    /// stop the forwarder there for good: once everything before them is settled, it logs them
-    /// and goes on with the next segment.
+    /// stop the forwarder there for good: once everything before them is settled, it logs and
+    /// counts them and goes on with the next intact record.
     fn skip_lost(&mut self) -> std::io::Result<()> {
         if !self.window.is_empty() || self.rewind_to.is_some() {
             return Ok(());
         }
-        let Some(resume) = self.reader.lost_until()? else {
+        let Some((location, resume)) = self.reader.lost_until()? else {
             return Ok(());
         };
-        // The segment is retired (and reused) once delivery moves past it: keep a copy of what
-        // the disk left, for whoever wants to salvage records by hand.
         let segment = self.shared.segment_path(self.reader.segment);
-        let copy = segment.with_extension("seg.corrupt");
-        if !copy.exists() {
-            let copied =
-                std::fs::copy(&segment, &copy).and_then(|_| std::fs::File::open(&copy)?.sync_all());
-            if let Err(error) = copied {
-                tracing::warn!(%error, "spool: cannot keep a copy of a corrupt segment");
-                let _ = std::fs::remove_file(&copy);
-            }
-        }
+        super::keep_corrupt_copy(&segment);
         // Below the checkpoint they were delivered before the disk lost them.
         let from = self.reader.next_seq.max(self.checkpoint);
         tracing::error!(
             from_seq = from,
             to_seq = resume - 1,
-            copy = %copy.display(),
-            "spool: records are corrupt or missing (the disk lost written data); skipping them"
+            segment = %segment.display(),
+            "spool: records are corrupt or missing (the disk lost written data); skipping them (a copy of the segment is kept as .seg.corrupt)"
         );
         self.lost.inc_by(resume.saturating_sub(from));
-        self.reader.seek(
-            Location {
-                segment: resume,
-                offset: 0,
-            },
-            resume,
-        );
-        self.checkpoint = resume;
-        self.shared.checkpoint.store(resume, Ordering::Relaxed);
+        self.reader.seek(location, resume);
+        self.checkpoint = self.checkpoint.max(resume);
+        self.shared.checkpoint.store(self.checkpoint, Ordering::Relaxed);
         self.persist(true);
         Ok(())
     }

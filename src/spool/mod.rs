@@ -28,6 +28,7 @@
 //! before its records get there.
 
 pub mod codec;
+pub mod dead;
 mod forwarder;
 mod writer;
 
@@ -41,7 +42,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 pub use codec::{Entry, Stored};
-pub use forwarder::ForwarderEvent;
+pub use forwarder::{DeadLetterRoute, ForwarderEvent};
 
 use crate::retry::DrainRate;
 use codec::{FrameHeader, FRAME_HEADER};
@@ -346,12 +347,14 @@ impl SpoolParts {
         sources: std::collections::HashMap<String, Arc<crate::metrics::SourceMetrics>>,
         retries: prometheus::IntCounter,
         lost: prometheus::IntCounter,
+        dead_letter: DeadLetterRoute,
     ) -> io::Result<SpoolThreads> {
         let forwarder = forwarder::spawn(
             self.shared,
             publisher,
             sources,
             (retries, lost),
+            dead_letter,
             self.events,
             self.events_receiver,
         )?;
@@ -518,20 +521,30 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
     let segments = list_segments(dir)?;
     for (index, &first_seq) in segments.iter().enumerate() {
         let path = segment_path(dir, first_seq);
-        let mut valid_end = 0u64;
-        let mut expected = first_seq;
         let file_len = fs::metadata(&path)?.len();
+        let next_first = segments.get(index + 1).copied();
         let mut reader = BufReader::new(File::open(&path)?);
-        while let Some((header, payload)) = read_frame(&mut reader, expected)? {
+        let segment = scan_segment(&mut reader, first_seq, next_first, |header, payload| {
             if header.seq >= checkpoint {
                 scan.live_records += 1;
                 scan.live_bytes += (FRAME_HEADER + header.len) as u64;
                 if scan.oldest_received_ms == 0 {
-                    scan.oldest_received_ms = codec::received_ms(&payload).unwrap_or(0);
+                    scan.oldest_received_ms = codec::received_ms(payload).unwrap_or(0);
                 }
             }
-            valid_end += (FRAME_HEADER + header.len) as u64;
-            expected += 1;
+        })?;
+        let (valid_end, expected) = (segment.records_end, segment.end_seq);
+        for gap in segment.gaps.iter().filter(|gap| gap.to_seq >= checkpoint) {
+            tracing::error!(
+                segment = %path.display(),
+                from_seq = gap.from_seq.max(checkpoint),
+                to_seq = gap.to_seq,
+                bytes = gap.bytes,
+                "spool: records are corrupt (the disk changed written data); the intact records after them are kept"
+            );
+        }
+        if !segment.gaps.is_empty() {
+            keep_corrupt_copy(&path);
         }
         let last = index + 1 == segments.len();
         if last {
@@ -562,7 +575,6 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
             }
         }
         scan.next_seq = scan.next_seq.max(expected);
-        let next_first = segments.get(index + 1).copied();
         if let Some(next) = next_first.filter(|&next| next > expected && next > checkpoint) {
             tracing::error!(segment = %path.display(), missing_from = expected, missing_to = next - 1, "spool: records are missing between two segments (the disk lost written data)");
         }
@@ -575,6 +587,127 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
         }
     }
     Ok((kept, scan))
+}
+
+/// Sequence numbers a resynchronisation may skip at once: a frame further ahead is taken for
+/// random bytes that happen to parse.
+const MAX_RESYNC_GAP: u64 = 1 << 32;
+
+/// What [`scan_segment`] found.
+struct SegmentScan {
+    /// Where the last intact record ends.
+    records_end: u64,
+    /// The sequence number after the last intact record.
+    end_seq: u64,
+    /// Records the disk corrupted between intact ones.
+    gaps: Vec<Gap>,
+}
+
+/// Records lost between two intact ones: `from_seq..=to_seq`, in `bytes` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Gap {
+    from_seq: u64,
+    to_seq: u64,
+    bytes: u64,
+}
+
+/// Reads a segment's records in order, calling `each` for every intact one. Where a record is
+/// damaged (bit rot, a bad sector: not the end of the records) it resynchronises at the next
+/// intact frame of a later sequence number ([`find_next_frame`]) and reports the records in
+/// between as a [`Gap`]. Only damage with nothing intact after it ends the scan: a torn tail.
+/// A segment whose records reach `next_first` (the next segment's first record) is complete and
+/// not searched further.
+fn scan_segment(
+    reader: &mut BufReader<File>,
+    first_seq: u64,
+    next_first: Option<u64>,
+    mut each: impl FnMut(&FrameHeader, &[u8]),
+) -> io::Result<SegmentScan> {
+    let mut scan = SegmentScan {
+        records_end: 0,
+        end_seq: first_seq,
+        gaps: Vec::new(),
+    };
+    loop {
+        while let Some((header, payload)) = read_frame(reader, scan.end_seq)? {
+            each(&header, &payload);
+            scan.records_end += (FRAME_HEADER + header.len) as u64;
+            scan.end_seq += 1;
+        }
+        if next_first.is_some_and(|next| scan.end_seq >= next) {
+            return Ok(scan);
+        }
+        let Some((offset, header)) =
+            find_next_frame(reader.get_ref(), scan.records_end + 1, scan.end_seq)?
+        else {
+            return Ok(scan);
+        };
+        if next_first.is_some_and(|next| header.seq >= next) {
+            return Ok(scan);
+        }
+        scan.gaps.push(Gap {
+            from_seq: scan.end_seq,
+            to_seq: header.seq - 1,
+            bytes: offset - scan.records_end,
+        });
+        reader.seek(SeekFrom::Start(offset))?;
+        scan.records_end = offset;
+        scan.end_seq = header.seq;
+    }
+}
+
+/// The first intact frame at or after byte `from` whose sequence number is at least `min_seq`
+/// (and less than [`MAX_RESYNC_GAP`] beyond it): a header that parses, and a payload that matches
+/// its CRC. A byte-by-byte search, run only where a record is damaged or the records end.
+fn find_next_frame(file: &File, from: u64, min_seq: u64) -> io::Result<Option<(u64, FrameHeader)>> {
+    use std::os::unix::fs::FileExt;
+    let file_len = file.metadata()?.len();
+    let mut window = vec![0u8; 1024 * 1024];
+    let mut start = from;
+    while start + FRAME_HEADER as u64 <= file_len {
+        let want = window
+            .len()
+            .min(usize::try_from(file_len - start).unwrap_or(usize::MAX));
+        file.read_exact_at(&mut window[..want], start)?;
+        let chunk = &window[..want];
+        for index in 0..=chunk.len() - FRAME_HEADER {
+            let Some(header) = chunk[index..index + FRAME_HEADER]
+                .try_into()
+                .ok()
+                .and_then(FrameHeader::parse)
+            else {
+                continue;
+            };
+            let offset = start + index as u64;
+            let plausible = header.seq >= min_seq
+                && header.seq - min_seq < MAX_RESYNC_GAP
+                && offset + (FRAME_HEADER + header.len) as u64 <= file_len;
+            if !plausible {
+                continue;
+            }
+            let mut payload = vec![0u8; header.len];
+            file.read_exact_at(&mut payload, offset + FRAME_HEADER as u64)?;
+            if header.verifies(&payload) {
+                return Ok(Some((offset, header)));
+            }
+        }
+        start += (chunk.len() - FRAME_HEADER + 1) as u64;
+    }
+    Ok(None)
+}
+
+/// Keeps an fsync'd copy `NNN.seg.corrupt` of a segment the disk damaged (once), for whoever
+/// wants to salvage records by hand: the segment itself is reused once delivery moves past it.
+fn keep_corrupt_copy(segment: &Path) {
+    let copy = segment.with_extension("seg.corrupt");
+    if copy.exists() {
+        return;
+    }
+    let copied = fs::copy(segment, &copy).and_then(|_| File::open(&copy)?.sync_all());
+    if let Err(error) = copied {
+        tracing::warn!(%error, "spool: cannot keep a copy of a corrupt segment");
+        let _ = fs::remove_file(&copy);
+    }
 }
 
 /// Whether the bytes from `from` to `to` are all zeros (or past the file's end).
@@ -632,6 +765,8 @@ fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<bool> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub records: u64,
+    /// Undelivered records the disk corrupted (skipped when the forwarder gets there).
+    pub corrupt_records: u64,
     pub bytes: u64,
     pub segments: usize,
     pub checkpoint: u64,
@@ -644,28 +779,34 @@ impl Status {
         let segments = list_segments(dir)?;
         let mut status = Status {
             records: 0,
+            corrupt_records: 0,
             bytes: 0,
             segments: segments.len(),
             checkpoint,
             oldest_age: None,
         };
-        for first_seq in segments {
+        for (index, &first_seq) in segments.iter().enumerate() {
             let mut reader = BufReader::new(File::open(segment_path(dir, first_seq))?);
-            let mut expected = first_seq;
-            while let Some((header, payload)) = read_frame(&mut reader, expected)? {
+            let next_first = segments.get(index + 1).copied();
+            let scan = scan_segment(&mut reader, first_seq, next_first, |header, payload| {
                 if header.seq >= checkpoint {
                     status.records += 1;
                     status.bytes += (FRAME_HEADER + header.len) as u64;
                     if status.oldest_age.is_none() {
-                        status.oldest_age = codec::received_ms(&payload).map(|ms| {
+                        status.oldest_age = codec::received_ms(payload).map(|ms| {
                             SystemTime::now()
                                 .duration_since(UNIX_EPOCH + Duration::from_millis(ms))
                                 .unwrap_or(Duration::ZERO)
                         });
                     }
                 }
-                expected += 1;
-            }
+            })?;
+            status.corrupt_records += scan
+                .gaps
+                .iter()
+                .filter(|gap| gap.to_seq >= checkpoint)
+                .map(|gap| gap.to_seq + 1 - gap.from_seq.max(checkpoint))
+                .sum::<u64>();
         }
         Ok(status)
     }
@@ -715,32 +856,24 @@ impl Reader {
             file: None,
             cut_backs,
         };
-        // Skip the delivered records at the start of the segment.
+        // Skip the delivered records at the start of the segment (and any the disk damaged).
         while reader.next_seq < checkpoint {
             if reader.next()?.is_none() {
-                break;
+                match reader.lost_until()? {
+                    Some((location, seq)) => reader.seek(location, seq),
+                    None => break,
+                }
             }
         }
         Ok(reader)
     }
 
-    /// After [`Reader::next`] found no record: the first sequence number of the next segment, if
-    /// the records from `next_seq` up to it are lost (the disk lost or corrupted written data).
-    /// That is: a later segment exists (so this one is finished), no segment starts at
-    /// `next_seq`, and a fresh read (not what may be buffered from before the segment's last
-    /// records were written) finds no valid record where the next one should start.
-    fn lost_until(&mut self) -> io::Result<Option<u64>> {
-        let later = self
-            .shared
-            .segments
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .iter()
-            .copied()
-            .find(|&first| first > self.segment);
-        let Some(later) = later.filter(|&later| later > self.next_seq) else {
-            return Ok(None);
-        };
+    /// After [`Reader::next`] found no record where durable record `next_seq` should start:
+    /// where the next intact record is, when the records from `next_seq` up to it are lost (the
+    /// disk corrupted or lost written data). That is: a fresh read (not what may be buffered from
+    /// before the record was written) finds no valid record there either; then the next intact
+    /// frame of this segment ([`find_next_frame`]), else the start of the next segment.
+    fn lost_until(&mut self) -> io::Result<Option<(Location, u64)>> {
         let position = (
             Location {
                 segment: self.segment,
@@ -751,7 +884,54 @@ impl Reader {
         self.file = None;
         let found = self.next()?.is_some();
         self.seek(position.0, position.1);
-        Ok((!found).then_some(later))
+        if found {
+            return Ok(None);
+        }
+        let later = self
+            .shared
+            .segments
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .iter()
+            .copied()
+            .find(|&first| first > self.segment)
+            .filter(|&later| later > self.next_seq);
+        match File::open(self.shared.segment_path(self.segment)) {
+            Ok(file) => {
+                if let Some((offset, header)) =
+                    find_next_frame(&file, self.offset + 1, self.next_seq)?
+                {
+                    if later.is_none_or(|later| header.seq < later) {
+                        let location = Location {
+                            segment: self.segment,
+                            offset,
+                        };
+                        return Ok(Some((location, header.seq)));
+                    }
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        Ok(later.map(|later| {
+            let location = Location {
+                segment: later,
+                offset: 0,
+            };
+            (location, later)
+        }))
+    }
+
+    /// Record `seq`'s payload read afresh at `location` (without moving this reader); `None`
+    /// when it is not intact there.
+    fn read_at(&self, location: Location, seq: u64) -> io::Result<Option<Vec<u8>>> {
+        let mut file = match File::open(self.shared.segment_path(location.segment)) {
+            Ok(file) => BufReader::new(file),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        file.seek(SeekFrom::Start(location.offset))?;
+        Ok(read_frame(&mut file, seq)?.map(|(_, payload)| payload))
     }
 
     /// Makes record `seq`, which starts at `location`, the next one read (the file is opened

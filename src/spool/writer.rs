@@ -36,6 +36,9 @@ const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// How far a segment is written ahead of its records, in zeros.
 pub(super) const PREWRITE_STEP: u64 = 1024 * 1024;
+/// How often a failing spool is probed, and how much room the probe wants.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const PROBE_BYTES: u64 = 64 * 1024;
 /// Zeros at least this long follow the last record (a whole frame header reads as no frame).
 pub(super) const FRAME_HEADER: u64 = codec::FRAME_HEADER as u64;
 
@@ -130,9 +133,20 @@ impl Writer {
         let mut batch: Vec<Append> = Vec::new();
         let mut closing = false;
         while !closing {
-            match requests.recv() {
-                Ok(WriterMessage::Append(append)) => batch.push(append),
-                Ok(WriterMessage::Close) | Err(_) => break,
+            let message = if self.shared.failing.load(Ordering::Acquire) {
+                match requests.recv_timeout(PROBE_EVERY) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.probe();
+                        continue;
+                    }
+                    other => other.ok(),
+                }
+            } else {
+                requests.recv().ok()
+            };
+            match message {
+                Some(WriterMessage::Append(append)) => batch.push(append),
+                Some(WriterMessage::Close) | None => break,
             }
             let mut bytes = batch[0].frame.len();
             while batch.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
@@ -236,6 +250,33 @@ impl Writer {
         }
         if let Some(idempotency) = &self.idempotency {
             idempotency.flush_log();
+        }
+    }
+
+    /// While writes fail and no request comes: tries what the next append needs (its segment
+    /// rolled or cut back, [`PROBE_BYTES`] of zeros written ahead of the records, flushed), and
+    /// clears the failure when that succeeds. A disk that was full and has room again, or that
+    /// failed and works again, is used again without a restart.
+    fn probe(&mut self) {
+        let probed = self.roll_if_full().and_then(|()| {
+            let end = (self.length + PROBE_BYTES).max(self.zeroed);
+            self.buffer.clear();
+            self.buffer.resize((end - self.length) as usize, 0);
+            self.write_buffer()
+        });
+        match probed {
+            Ok(()) => {
+                let end = self.length + self.buffer.len() as u64;
+                self.file_len = self.file_len.max(end);
+                self.zeroed = end;
+                tracing::info!("spool writes succeed again (probe)");
+                self.shared.set_write_error(None);
+            }
+            Err(error) => {
+                self.cut_back();
+                self.shared
+                    .set_write_error(Some(format!("{} (segment {})", error, self.segment)));
+            }
         }
     }
 

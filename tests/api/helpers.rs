@@ -16,6 +16,9 @@ use tokio::sync::oneshot;
 
 pub const TOKEN: &str = "test-token-7f3a";
 
+/// The configuration file shipped with the relay.
+pub const DEFAULT_CONFIG: &str = "config/hookrelay.toml";
+
 /// Every TagMango sample shipped in `samples/tagmango/`, by event type.
 pub const TAGMANGO_SAMPLES: &[&str] = &[
     "course.completed.50",
@@ -333,6 +336,68 @@ key = "/email"
         }
     }
 
+    /// The shipped `config/hookrelay.toml` as it is, but for what a test must own: its
+    /// listeners, the broker, the spool directory, a topic prefix, the token (a file instead of
+    /// an environment variable) and absolute paths to the schemas and samples.
+    pub fn shipped(brokers: &str) -> TestConfig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token_file = dir.path().join("tagmango.token");
+        std::fs::write(&token_file, TOKEN).expect("token file");
+        let prefix = unique_prefix();
+        let (ingress, admin) = two_free_ports();
+        let root = env!("CARGO_MANIFEST_DIR");
+        let mut text =
+            std::fs::read_to_string(repo_path(DEFAULT_CONFIG)).expect("shipped configuration");
+        for (shipped, test) in [
+            (
+                "listen = \"0.0.0.0:8080\"",
+                format!("listen = \"127.0.0.1:{ingress}\""),
+            ),
+            (
+                "admin_listen = \"127.0.0.1:9464\"",
+                format!("admin_listen = \"127.0.0.1:{admin}\""),
+            ),
+            (
+                "brokers = \"127.0.0.1:9092\"",
+                format!("brokers = \"{brokers}\""),
+            ),
+            (
+                "create_topics = false",
+                "create_topics = true\ntopic_partitions = 1".to_owned(),
+            ),
+            (
+                "spool_dir = \"data/spool\"",
+                format!("spool_dir = \"{}\"", dir.path().join("spool").display()),
+            ),
+            (
+                "topic = \"webhooks.{source}.{event}\"",
+                format!("topic = \"{prefix}.{{source}}.{{event}}\""),
+            ),
+            (
+                "\"env:TAGMANGO_TOKEN\"",
+                format!("\"file:{}\"", token_file.display()),
+            ),
+            ("schema = \"config/", format!("schema = \"{root}/config/")),
+            (
+                "samples = \"samples/",
+                format!("samples = \"{root}/samples/"),
+            ),
+        ] {
+            assert!(
+                text.contains(shipped),
+                "the shipped configuration has no {shipped}"
+            );
+            text = text.replacen(shipped, &test, 1);
+        }
+        let path = dir.path().join("hookrelay.toml");
+        std::fs::write(&path, text).expect("config file");
+        TestConfig {
+            _dir: dir,
+            path,
+            prefix,
+        }
+    }
+
     fn placeholder() -> TestConfig {
         TestConfig {
             _dir: tempfile::tempdir().expect("temp dir"),
@@ -520,6 +585,15 @@ pub async fn read_records(topic: String, count: usize, idle: Duration) -> Vec<Ta
     tokio::task::spawn_blocking(move || read_topic(&topic, count, idle))
         .await
         .expect("reader thread")
+}
+
+/// The first record of `topic` on `brokers`, waiting up to 10 s (as many as arrive then).
+pub async fn read_topic_from_async(brokers: String, topic: String) -> Vec<TailRecord> {
+    tokio::task::spawn_blocking(move || {
+        read_topic_from(&brokers, &topic, 1, Duration::from_secs(10))
+    })
+    .await
+    .expect("reader thread")
 }
 
 pub fn read_topic_from(
