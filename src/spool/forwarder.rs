@@ -433,7 +433,9 @@ impl Forwarder {
         self.lost.inc_by(resume.saturating_sub(from));
         self.reader.seek(location, resume);
         self.checkpoint = self.checkpoint.max(resume);
-        self.shared.checkpoint.store(self.checkpoint, Ordering::Relaxed);
+        self.shared
+            .checkpoint
+            .store(self.checkpoint, Ordering::Relaxed);
         self.persist(true);
         Ok(())
     }

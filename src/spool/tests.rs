@@ -466,7 +466,11 @@ fn bit_rot_below_the_checkpoint_cuts_nothing_and_new_records_follow_the_last_int
     let read: Vec<(u64, Vec<u8>)> = records.into_iter().map(|r| (r.seq, r.value)).collect();
     assert_eq!(
         read,
-        vec![(8, values[8].clone()), (9, values[9].clone()), (10, b"new".to_vec())]
+        vec![
+            (8, values[8].clone()),
+            (9, values[9].clone()),
+            (10, b"new".to_vec())
+        ]
     );
 }
 

@@ -196,16 +196,19 @@ async fn a_record_kafka_refuses_for_good_does_not_block_the_spool() {
 
     let hookrelay = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-            .args(["spool", "dead"])
-            .args(args)
-            .arg("--config")
+            .args(["spool", "dead", "--config"])
             .arg(&path)
+            .args(args)
             .output()
             .unwrap()
     };
     let list = hookrelay(&["list"]);
     let listed = String::from_utf8_lossy(&list.stdout);
-    assert!(list.status.success(), "{listed}");
+    assert!(
+        list.status.success(),
+        "{listed}{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     let lines: Vec<&str> = listed.lines().collect();
     assert_eq!(lines.len(), 1, "{listed}");
     assert!(
@@ -213,12 +216,7 @@ async fn a_record_kafka_refuses_for_good_does_not_block_the_spool() {
         "{listed}"
     );
     let seq = lines[0].split('\t').next().unwrap().to_owned();
-    let show = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .args(["spool", "dead", "--config"])
-        .arg(&path)
-        .args(["show", &seq])
-        .output()
-        .unwrap();
+    let show = hookrelay(&["show", &seq]);
     assert!(show.status.success());
     assert!(show.stdout == big, "show prints the body byte for byte");
     assert!(
@@ -226,29 +224,19 @@ async fn a_record_kafka_refuses_for_good_does_not_block_the_spool() {
         "the headers name its id"
     );
     // Kafka still refuses it: retry keeps it.
-    let retry = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .args(["spool", "dead", "--config"])
-        .arg(&path)
-        .args(["retry", &seq])
-        .output()
-        .unwrap();
+    let retry = hookrelay(&["retry", &seq]);
     assert_eq!(
         retry.status.code(),
         Some(1),
         "{}",
         String::from_utf8_lossy(&retry.stderr)
     );
-    let drop = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .args(["spool", "dead", "--config"])
-        .arg(&path)
-        .args(["drop", &seq])
-        .output()
-        .unwrap();
+    let drop = hookrelay(&["drop", &seq]);
     assert!(drop.status.success());
     assert!(String::from_utf8_lossy(&hookrelay(&["list"]).stdout).is_empty());
 }
 
-/// A permanent refusal (injected: topic authorization failed) sends the record to the
+/// A permanent refusal (injected: the broker calls the record invalid) sends the record to the
 /// dead-letter topic with the reason and its intended topic; the records behind it flow.
 #[tokio::test]
 async fn a_record_refused_for_good_goes_to_the_dead_letter_topic() {
@@ -274,7 +262,7 @@ async fn a_record_refused_for_good_goes_to_the_dead_letter_topic() {
     let app = spawn_from_config(config).await;
     cluster.request_errors(
         RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD],
     );
 
     let refused = app.post_sample_json("course.completed.50").await;
@@ -293,7 +281,7 @@ async fn a_record_refused_for_good_goes_to_the_dead_letter_topic() {
     assert_eq!(dead[0].header("ce_id"), refused["id"].as_str());
     assert_eq!(
         dead[0].header("hookrelay_dead_reason"),
-        Some("not_authorized")
+        Some("invalid_record")
     );
     assert_eq!(dead[0].header("hookrelay_dead_topic"), Some(topic.as_str()));
     assert!(dead[0].value == sample("course.completed.50"));
@@ -305,7 +293,18 @@ async fn a_record_refused_for_good_goes_to_the_dead_letter_topic() {
     })
     .await
     .unwrap();
-    assert_eq!(records.len(), 1, "the next record reaches its topic");
+    let metrics = app.metrics().await;
+    assert_eq!(
+        records.len(),
+        1,
+        "the next record reaches its topic: {:?}",
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("hookrelay_kafka")
+                || line.starts_with("hookrelay_spool")
+                || line.starts_with("hookrelay_forwarder"))
+            .collect::<Vec<_>>()
+    );
 }
 
 /// `dead_letter_refused`: an authentic event the relay refuses is answered 4xx and kept on the
