@@ -37,6 +37,18 @@ pub const CONFIG_RELOAD_SUCCESS: &str = "hookrelay_config_reload_success";
 pub const READY: &str = "hookrelay_ready";
 pub const BUILD_INFO: &str = "hookrelay_build_info";
 
+/// The `reason` labels of `hookrelay_dead_letters_total`: Kafka's permanent refusals
+/// ([`crate::publisher::Refusal`]) and the relay's own refusals of authentic events.
+pub const DEAD_LETTER_REASONS: &[&str] = &[
+    "record_too_large",
+    "not_authorized",
+    "unknown_topic",
+    "invalid_record",
+    "schema_violation",
+    "invalid_json",
+    "empty_body",
+];
+
 /// The `source` label of requests that name no configured source.
 pub const UNKNOWN_SOURCE: &str = "_unknown";
 
@@ -313,6 +325,9 @@ impl Metrics {
 
     /// Resolves (and so exports, at zero) the series of a configured source.
     pub fn source(&self, source: &str) -> Arc<SourceMetrics> {
+        for reason in DEAD_LETTER_REASONS {
+            self.dead_letters.with_label_values(&[source, reason]);
+        }
         Arc::new(SourceMetrics {
             accepted: self.accepted.with_label_values(&[source]),
             delivered: self.delivered.with_label_values(&[source]),

@@ -398,6 +398,25 @@ key = "/email"
         }
     }
 
+    /// Gives the configuration two other free ports for its listeners.
+    fn move_to_free_ports(&self) {
+        let (ingress, admin) = two_free_ports();
+        let text = std::fs::read_to_string(&self.path).expect("config file");
+        let text: Vec<String> = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("listen = \"127.0.0.1:") {
+                    format!("listen = \"127.0.0.1:{ingress}\"")
+                } else if line.starts_with("admin_listen = \"127.0.0.1:") {
+                    format!("admin_listen = \"127.0.0.1:{admin}\"")
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect();
+        std::fs::write(&self.path, text.join("\n")).expect("config file");
+    }
+
     fn placeholder() -> TestConfig {
         TestConfig {
             _dir: tempfile::tempdir().expect("temp dir"),
@@ -443,8 +462,19 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 }
 
 pub async fn spawn_from_config(config: TestConfig) -> TestApp {
-    let loaded = Config::load(&config.path).unwrap_or_else(|errors| panic!("{errors}"));
-    let application = Application::build(loaded).await.expect("relay starts");
+    let mut attempts = 0;
+    let application = loop {
+        let loaded = Config::load(&config.path).unwrap_or_else(|errors| panic!("{errors}"));
+        match Application::build(loaded).await {
+            Ok(application) => break application,
+            // A free port picked earlier can be taken by another test's connection meanwhile.
+            Err(hookrelay::app::StartupError::Bind { .. }) if attempts < 5 => {
+                attempts += 1;
+                config.move_to_free_ports();
+            }
+            Err(error) => panic!("relay starts: {error:?}"),
+        }
+    };
     let address = format!("http://127.0.0.1:{}", application.port());
     let admin_address = format!("http://127.0.0.1:{}", application.admin_port());
     let (stop, stopped) = oneshot::channel::<()>();

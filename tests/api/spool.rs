@@ -465,6 +465,42 @@ async fn a_duplicate_is_published_once_even_across_a_restart() {
     );
 }
 
+/// A second relay started on a running relay's spool directory fails on its lock before it
+/// touches anything there: the running relay's deduplication log stays the one it writes to.
+#[tokio::test]
+async fn a_second_relay_on_the_same_spool_leaves_the_first_ones_window_alone() {
+    let app = spawn_app_with(spool_options(&crate::helpers::broker().address)).await;
+    let before: serde_json::Value = app.post_sample_json("course.completed.50").await;
+    assert_eq!(before["status"], "accepted");
+
+    let loaded = hookrelay::config::Config::load(&app.config.path).unwrap();
+    let second = hookrelay::app::Application::build(loaded).await;
+    let error = second
+        .err()
+        .expect("a second relay on the same spool is refused")
+        .to_string();
+    assert!(
+        error.contains("in use by another hookrelay process"),
+        "{error}"
+    );
+
+    let after: serde_json::Value = app.post_sample_json("order.created.completed").await;
+    assert_eq!(after["status"], "accepted");
+    let config = app.stop_keeping_config().await;
+    let app = spawn_from_config(config).await;
+    for (event, first) in [
+        ("course.completed.50", &before),
+        ("order.created.completed", &after),
+    ] {
+        let again: serde_json::Value = app.post_sample_json(event).await;
+        assert_eq!(
+            again["status"], "duplicate",
+            "{event} after the restart: {again}"
+        );
+        assert_eq!(again["id"], first["id"]);
+    }
+}
+
 #[tokio::test]
 async fn requests_beyond_the_burst_get_429_with_retry_after() {
     let app = spawn_app_with(Options {
