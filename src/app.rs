@@ -129,6 +129,13 @@ impl Application {
             }
             KafkaState::Ok => {}
         }
+        if health.kafka() == KafkaState::Ok {
+            // Before the first request: a record larger than its topic takes is refused with 413.
+            let (topics, publisher) = (topics.clone(), publisher.clone());
+            let timeout = config.metadata_timeout();
+            let _ = tokio::task::spawn_blocking(move || topics.refresh_limits(&publisher, timeout))
+                .await;
+        }
 
         let spool = match spool {
             Some((spool, parts)) => {

@@ -13,7 +13,7 @@
 //!
 //! Dropping a producer purges its queue, so [`Publisher::flush`] must run before shutdown ends.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -510,6 +510,49 @@ impl Publisher {
             .iter()
             .filter(|topic| topic.error().is_none())
             .map(|topic| topic.name().to_owned())
+            .collect())
+    }
+
+    /// The topics' `max.message.bytes` where the cluster tells it (a topic without its own value
+    /// is left out; so is everything when the cluster does not answer DescribeConfigs). Blocking,
+    /// at most `timeout`.
+    pub fn topic_message_limits(
+        &self,
+        topics: &[String],
+        timeout: Duration,
+    ) -> Result<HashMap<String, usize>, String> {
+        use rdkafka::admin::{OwnedResourceSpecifier, ResourceSpecifier};
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config
+            .create()
+            .map_err(|error| format!("cannot create a Kafka admin client: {error}"))?;
+        let specifiers: Vec<ResourceSpecifier<'_>> = topics
+            .iter()
+            .map(|topic| ResourceSpecifier::Topic(topic))
+            .collect();
+        let options = AdminOptions::new().request_timeout(Some(timeout));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| error.to_string())?;
+        let results = runtime
+            .block_on(admin.describe_configs(&specifiers, &options))
+            .map_err(|error| format!("cannot describe the topics' configuration: {error}"))?;
+        Ok(results
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter_map(|resource| {
+                let OwnedResourceSpecifier::Topic(topic) = &resource.specifier else {
+                    return None;
+                };
+                let limit = resource
+                    .get("max.message.bytes")?
+                    .value
+                    .as_deref()?
+                    .parse()
+                    .ok()?;
+                Some((topic.clone(), limit))
+            })
             .collect())
     }
 

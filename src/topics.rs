@@ -6,11 +6,13 @@
 //! and for sources whose topic depends on an unlisted event type it accepts an event only when
 //! its topic is known to exist.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use crate::health::{Health, KafkaState};
 use crate::publisher::Publisher;
@@ -18,11 +20,18 @@ use crate::publisher::Publisher;
 /// How often the watcher refreshes metadata while everything is fine, and while it is not.
 const REFRESH_HEALTHY: Duration = Duration::from_secs(10);
 const REFRESH_UNHEALTHY: Duration = Duration::from_secs(1);
+/// How often the required topics' `max.message.bytes` are read again.
+const LIMITS_EVERY: Duration = Duration::from_secs(60);
+/// What a record batch adds to its one record: a batch of one must fit the topic's
+/// `max.message.bytes`.
+const BATCH_OVERHEAD: usize = 61;
 
 pub struct Topics {
     /// Topics the configuration names; all must exist for the relay to be ready.
     required: RwLock<Vec<String>>,
     known: RwLock<HashSet<String>>,
+    /// The largest record each topic takes, where the cluster told its `max.message.bytes`.
+    limits: ArcSwap<HashMap<String, usize>>,
 }
 
 impl Topics {
@@ -30,6 +39,27 @@ impl Topics {
         Topics {
             required: RwLock::new(required),
             known: RwLock::new(HashSet::new()),
+            limits: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+
+    /// The largest record `topic` takes, when the cluster told it.
+    pub fn record_limit(&self, topic: &str) -> Option<usize> {
+        self.limits.load().get(topic).copied()
+    }
+
+    /// Reads the required topics' `max.message.bytes` (kept as they were when the cluster
+    /// does not answer).
+    pub fn refresh_limits(&self, publisher: &Publisher, timeout: Duration) {
+        match publisher.topic_message_limits(&self.required(), timeout) {
+            Ok(limits) => {
+                let limits = limits
+                    .into_iter()
+                    .map(|(topic, limit)| (topic, limit.saturating_sub(BATCH_OVERHEAD)))
+                    .collect();
+                self.limits.store(Arc::new(limits));
+            }
+            Err(error) => tracing::debug!(%error, "topic limits unknown"),
         }
     }
 
@@ -115,10 +145,17 @@ impl Watcher {
                 let stop = stop.clone();
                 move || {
                     let mut previous = health.kafka();
+                    let mut limits_read: Option<Instant> = None;
                     while !stop.load(Ordering::Acquire) {
                         publisher.reset_if_broken();
                         topics.check(&publisher, &health, timeout);
                         let state = health.kafka();
+                        if state == KafkaState::Ok
+                            && limits_read.is_none_or(|read| read.elapsed() >= LIMITS_EVERY)
+                        {
+                            topics.refresh_limits(&publisher, timeout);
+                            limits_read = Some(Instant::now());
+                        }
                         if state != previous {
                             match &state {
                                 KafkaState::Ok => tracing::info!("Kafka metadata reachable, every topic exists"),

@@ -425,11 +425,14 @@ async fn accept(
         }
     }
     let size = publisher::wire_size(&event.key, body.bytes(), &headers);
-    if size > live.max_record_bytes {
-        return Err(Rejection::RecordTooLarge {
-            size,
-            limit: live.max_record_bytes,
+    let limit = ingress
+        .topics
+        .record_limit(&topic)
+        .map_or(live.max_record_bytes, |topic_limit| {
+            topic_limit.min(live.max_record_bytes)
         });
+    if size > limit {
+        return Err(Rejection::RecordTooLarge { size, limit });
     }
     let remembered = ingress.idempotency.entry(
         source.name.as_str(),

@@ -385,3 +385,46 @@ async fn authentic_events_refused_by_their_schema_are_kept_as_dead_letters() {
         "{metrics}"
     );
 }
+
+/// Where the cluster tells a topic's `max.message.bytes` and it is below the producer's limit,
+/// the smaller one decides: a record the topic would refuse is refused up front with 413.
+#[tokio::test]
+async fn a_topic_that_takes_smaller_records_refuses_larger_ones_up_front() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+
+    let config = TestConfig::new(&Options {
+        ack: "spool",
+        ..Options::default()
+    });
+    let topic = config.topic("course.completed.50");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker().address)
+        .create()
+        .unwrap();
+    let small =
+        NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "5000");
+    let created = admin
+        .create_topics([&small], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let app = spawn_from_config(config).await;
+    let url = app.hook_url("course.completed.50");
+
+    let body = assert_problem(
+        app.post_json(&url, course_body_of(6_000, "s@example.com"))
+            .await,
+        413,
+        "payload_too_large",
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("4939"), "{body}");
+    let fits = app
+        .post_json(&url, course_body_of(3_000, "s@example.com"))
+        .await;
+    assert_eq!(fits.status().as_u16(), 200);
+    let records = read_records(topic, 1, Duration::from_secs(15)).await;
+    assert_eq!(records.len(), 1);
+}
