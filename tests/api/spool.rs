@@ -329,19 +329,8 @@ async fn a_corrupt_record_in_the_middle_of_the_spool_does_not_stop_delivery() {
         .map(|n| format!("kept-{n}"))
         .collect();
     expected.insert(fresh["id"].as_str().unwrap().to_owned());
-    let brokers = crate::helpers::broker().address.clone();
-    let seen = delivered(brokers, topic, &expected, Duration::from_secs(30)).await;
-    let missing: Vec<&String> = expected
-        .iter()
-        .filter(|id| !seen.contains_key(*id))
-        .collect();
-    assert!(missing.is_empty(), "not delivered: {missing:?}");
-    let metrics = app.metrics().await;
-    let lost = "hookrelay_spool_records_lost_total 1";
-    assert!(metrics.contains(lost), "expected {lost}:\n{metrics}");
-    assert!(dir
-        .join(format!("{:020}.seg.corrupt", segments[1]))
-        .exists());
+    let copy = dir.join(format!("{:020}.seg.corrupt", segments[1]));
+    assert_delivered_but_one_lost(&app, topic, &expected, &copy).await;
 }
 
 /// Bit rot in the last segment (intact, acknowledged records after the damaged one) is not a torn
@@ -384,19 +373,34 @@ async fn a_corrupt_record_in_the_last_segment_keeps_the_intact_records_after_it(
         .map(|n| format!("rot-{n}"))
         .collect();
     expected.insert(fresh["id"].as_str().unwrap().to_owned());
+    assert_delivered_but_one_lost(
+        &app,
+        topic,
+        &expected,
+        &dir.join(format!("{:020}.seg.corrupt", 0)),
+    )
+    .await;
+}
+
+/// Every id of `expected` arrives in `topic`, one damaged record was counted lost, and a copy
+/// of its segment was kept at `corrupt_copy`.
+async fn assert_delivered_but_one_lost(
+    app: &TestApp,
+    topic: String,
+    expected: &HashSet<String>,
+    corrupt_copy: &std::path::Path,
+) {
     let brokers = crate::helpers::broker().address.clone();
-    let seen = delivered(brokers, topic, &expected, Duration::from_secs(20)).await;
+    let seen = delivered(brokers, topic, expected, Duration::from_secs(30)).await;
     let missing: Vec<&String> = expected
         .iter()
         .filter(|id| !seen.contains_key(*id))
         .collect();
     assert!(missing.is_empty(), "not delivered: {missing:?}");
     let metrics = app.metrics().await;
-    assert!(
-        metrics.contains("hookrelay_spool_records_lost_total 1"),
-        "{metrics}"
-    );
-    assert!(dir.join(format!("{:020}.seg.corrupt", 0)).exists());
+    let lost = "hookrelay_spool_records_lost_total 1";
+    assert!(metrics.contains(lost), "expected {lost}:\n{metrics}");
+    assert!(corrupt_copy.exists(), "{}", corrupt_copy.display());
 }
 
 /// A record intact on disk but in a format this binary does not know is counted lost, not
