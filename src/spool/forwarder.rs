@@ -77,6 +77,8 @@ struct Forwarder {
     dead_letter_topic: Option<String>,
     dead_letters: DeadLetters,
     dead_letters_total: IntCounterVec,
+    /// Some record of the window waits in [`State::Refused`] or [`State::ToDirectory`].
+    refused_waiting: bool,
     events: mpsc::Sender<ForwarderEvent>,
     reader: Reader,
     window: VecDeque<InFlight>,
@@ -134,6 +136,7 @@ pub(super) fn spawn(
         dead_letter_topic: dead_letter.topic,
         dead_letters: DeadLetters::new(&shared_dir),
         dead_letters_total: dead_letter.total,
+        refused_waiting: false,
         events: events.clone(),
         reader,
         window: VecDeque::new(),
@@ -222,10 +225,12 @@ impl Forwarder {
                         );
                     }
                     (Some(Refusal::Permanent(reason)), None) => {
-                        entry.state = State::Refused(reason)
+                        entry.state = State::Refused(reason);
+                        self.refused_waiting = true;
                     }
                     (Some(Refusal::Permanent(_)), Some((reason, _))) => {
-                        entry.state = State::ToDirectory(reason)
+                        entry.state = State::ToDirectory(reason);
+                        self.refused_waiting = true;
                     }
                     (Some(Refusal::Retriable), _) => {
                         entry.state = State::Failed;
@@ -295,15 +300,19 @@ impl Forwarder {
                         return Ok(());
                     }
                 };
+            let state = match refused {
+                Some(Refusal::Permanent(reason)) => {
+                    self.refused_waiting = true;
+                    State::Refused(reason)
+                }
+                _ => State::InFlight,
+            };
             self.window.push_back(InFlight {
                 seq,
                 location,
                 size,
                 received_ms,
-                state: match refused {
-                    Some(Refusal::Permanent(reason)) => State::Refused(reason),
-                    _ => State::InFlight,
-                },
+                state,
                 dead_letter: None,
             });
         }
@@ -315,9 +324,10 @@ impl Forwarder {
     /// them too, to the dead-letter directory. Either way they stop blocking the records behind
     /// them. When neither can take a record now (a full disk), it stays and is tried again.
     fn settle_refused(&mut self) {
-        if self
-            .paused_until
-            .is_some_and(|until| Instant::now() < until)
+        if !self.refused_waiting
+            || self
+                .paused_until
+                .is_some_and(|until| Instant::now() < until)
         {
             return;
         }
@@ -408,6 +418,8 @@ impl Forwarder {
                 }
             }
         }
+        // Every one was taken on (to the topic) or settled.
+        self.refused_waiting = false;
     }
 
     /// Records the disk lost (a corrupt record, or a stretch missing between two segments) would
