@@ -347,15 +347,15 @@ fn tail(
 }
 
 fn count_records(path: &std::path::Path, topic: &str) -> ExitCode {
-    let config = match load(path) {
-        Ok(config) => config,
+    let settings = match load_settings(path) {
+        Ok(settings) => settings,
         Err(code) => return code,
     };
     match tail::count(
-        &config.kafka.brokers,
-        &config.kafka.options,
+        &settings.kafka.brokers,
+        &settings.kafka.options,
         topic,
-        config.metadata_timeout(),
+        Duration::from_millis(settings.kafka.metadata_timeout_ms),
         Duration::from_secs(2),
     ) {
         Ok(count) => {
