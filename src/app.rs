@@ -369,7 +369,9 @@ fn open_spool(
     )
     .map_err(error)?;
     if let Some(windows) = &windows {
-        let loaded = windows.open_log(dir).map_err(error)?;
+        let loaded = windows
+            .open_log(dir, recovery.cut_from_seq)
+            .map_err(error)?;
         tracing::info!(ids = loaded, "idempotency window restored");
     }
     tracing::info!(

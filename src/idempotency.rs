@@ -9,7 +9,10 @@
 //! In spool mode the window survives a restart: the spool writer appends each remembered id to
 //! `idempotency.log` in the spool directory (written with the group commit, not fsync'd: losing
 //! the last entries in a machine crash only risks a duplicate record). The log is reloaded and
-//! compacted at start, and rotated when it grows past four times the window's capacity.
+//! compacted at start, and rotated when it grows past four times the window's capacity. Each
+//! entry carries the spool sequence number of its record: when recovery had to cut records off
+//! the spool's end (a torn write, or the disk damaged them), their ids are forgotten, so that a
+//! resend is accepted rather than answered "duplicate" for an event that is not in the spool.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -28,6 +31,21 @@ pub struct Remembered {
     source: String,
     id: String,
     expires_ms: u64,
+    /// The spool sequence number of its record; [`NOT_SPOOLED`] for other ack modes.
+    seq: u64,
+}
+
+/// The `seq` of an entry whose record is not in the spool.
+pub const NOT_SPOOLED: u64 = u64::MAX;
+
+/// The first bytes of a log whose entries carry a sequence number (the first logs had none).
+const LOG_MAGIC: &[u8; 8] = b"HRIDLOG2";
+
+impl Remembered {
+    /// The spool sequence number its record got.
+    pub fn spooled_as(&mut self, seq: u64) {
+        self.seq = seq;
+    }
 }
 
 struct Window {
@@ -100,6 +118,7 @@ impl Idempotency {
             source: source.to_owned(),
             id: id.to_owned(),
             expires_ms: now_ms() + ttl.as_millis() as u64,
+            seq: NOT_SPOOLED,
         })
     }
 
@@ -128,16 +147,24 @@ impl Idempotency {
     }
 
     /// Loads the unexpired entries of `dir/idempotency.log` (and its rotated predecessor), writes
-    /// them back compacted, and keeps appending there. Returns how many were loaded.
-    pub fn open_log(&self, dir: &Path) -> io::Result<usize> {
+    /// them back compacted, and keeps appending there. Entries of spooled records from
+    /// `forget_from` on are dropped: recovery cut those records off the spool. Returns how many
+    /// were loaded.
+    pub fn open_log(&self, dir: &Path, forget_from: Option<u64>) -> io::Result<usize> {
         let path = dir.join("idempotency.log");
         let old = dir.join("idempotency.log.old");
         let now = now_ms();
+        let forgotten = |entry: &Remembered| {
+            forget_from.is_some_and(|from| entry.seq != NOT_SPOOLED && entry.seq >= from)
+        };
         let mut live = Vec::new();
         for file in [&old, &path] {
             match File::open(file) {
                 Ok(file) => read_entries(BufReader::new(file), &mut |entry| {
-                    if entry.expires_ms > now && self.windows.contains_key(&entry.source) {
+                    if entry.expires_ms > now
+                        && self.windows.contains_key(&entry.source)
+                        && !forgotten(&entry)
+                    {
                         live.push(entry);
                     }
                 })?,
@@ -147,6 +174,7 @@ impl Idempotency {
         }
         let temporary = dir.join("idempotency.log.tmp");
         let mut writer = BufWriter::new(File::create(&temporary)?);
+        writer.write_all(LOG_MAGIC)?;
         for entry in &live {
             write_entry(&mut writer, entry)?;
         }
@@ -178,6 +206,7 @@ impl Log {
             let old = self.path.with_extension("log.old");
             fs::rename(&self.path, old)?;
             self.writer = BufWriter::new(File::create(&self.path)?);
+            self.writer.write_all(LOG_MAGIC)?;
             self.entries = 0;
         }
         write_entry(&mut self.writer, entry)?;
@@ -186,22 +215,41 @@ impl Log {
     }
 }
 
-/// `expires_ms: u64 | source_len: u16 | source | id_len: u16 | id`, little endian.
+/// `expires_ms: u64 | seq: u64 | source_len: u16 | source | id_len: u16 | id`, little endian,
+/// after [`LOG_MAGIC`].
 fn write_entry(writer: &mut impl Write, entry: &Remembered) -> io::Result<()> {
     let source = &entry.source.as_bytes()[..entry.source.len().min(u16::MAX as usize)];
     let id = &entry.id.as_bytes()[..entry.id.len().min(u16::MAX as usize)];
     writer.write_all(&entry.expires_ms.to_le_bytes())?;
+    writer.write_all(&entry.seq.to_le_bytes())?;
     writer.write_all(&(source.len() as u16).to_le_bytes())?;
     writer.write_all(source)?;
     writer.write_all(&(id.len() as u16).to_le_bytes())?;
     writer.write_all(id)
 }
 
-/// Reads entries until the end or the first torn one.
+/// Reads entries until the end or the first torn one. A log without [`LOG_MAGIC`] is one of the
+/// first format (no sequence numbers: its entries are never forgotten).
 fn read_entries(mut reader: impl Read, each: &mut impl FnMut(Remembered)) -> io::Result<()> {
+    let mut first = [0u8; 8];
+    if reader.read_exact(&mut first).is_err() {
+        return Ok(());
+    }
+    let with_seq = &first == LOG_MAGIC;
+    let mut pending = (!with_seq).then_some(first);
     loop {
-        let mut expires = [0u8; 8];
-        if reader.read_exact(&mut expires).is_err() {
+        let expires = match pending.take() {
+            Some(expires) => expires,
+            None => {
+                let mut expires = [0u8; 8];
+                if reader.read_exact(&mut expires).is_err() {
+                    return Ok(());
+                }
+                expires
+            }
+        };
+        let mut seq = NOT_SPOOLED.to_le_bytes();
+        if with_seq && reader.read_exact(&mut seq).is_err() {
             return Ok(());
         }
         let Some(source) = read_string(&mut reader) else {
@@ -214,6 +262,7 @@ fn read_entries(mut reader: impl Read, each: &mut impl FnMut(Remembered)) -> io:
             source,
             id,
             expires_ms: u64::from_le_bytes(expires),
+            seq: u64::from_le_bytes(seq),
         });
     }
 }
@@ -224,4 +273,83 @@ fn read_string(reader: &mut impl Read) -> Option<String> {
     let mut bytes = vec![0u8; usize::from(u16::from_le_bytes(len))];
     reader.read_exact(&mut bytes).ok()?;
     String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, seq: u64) -> Remembered {
+        Remembered {
+            source: "tagmango".to_owned(),
+            id: id.to_owned(),
+            expires_ms: now_ms() + 60_000,
+            seq,
+        }
+    }
+
+    fn read(path: &Path) -> Vec<(String, u64)> {
+        let mut entries = Vec::new();
+        read_entries(BufReader::new(File::open(path).unwrap()), &mut |entry| {
+            entries.push((entry.id, entry.seq))
+        })
+        .unwrap();
+        entries
+    }
+
+    #[test]
+    fn logs_of_the_first_format_are_read_and_their_entries_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("idempotency.log");
+        let mut old = Vec::new();
+        for id in ["a", "b"] {
+            let entry = entry(id, 0);
+            old.extend_from_slice(&entry.expires_ms.to_le_bytes());
+            old.extend_from_slice(&(entry.source.len() as u16).to_le_bytes());
+            old.extend_from_slice(entry.source.as_bytes());
+            old.extend_from_slice(&(entry.id.len() as u16).to_le_bytes());
+            old.extend_from_slice(entry.id.as_bytes());
+        }
+        fs::write(&path, old).unwrap();
+        assert_eq!(
+            read(&path),
+            vec![("a".to_owned(), NOT_SPOOLED), ("b".to_owned(), NOT_SPOOLED)]
+        );
+    }
+
+    #[test]
+    fn entries_of_records_cut_off_the_spool_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("idempotency.log");
+        let mut file = Vec::new();
+        file.extend_from_slice(LOG_MAGIC);
+        for entry in [
+            entry("kept", 3),
+            entry("cut", 4),
+            entry("memory", NOT_SPOOLED),
+        ] {
+            write_entry(&mut file, &entry).unwrap();
+        }
+        fs::write(&path, file).unwrap();
+        let mut windows = HashMap::new();
+        windows.insert(
+            "tagmango".to_owned(),
+            Window {
+                cache: Cache::new(10),
+            },
+        );
+        let idempotency = Idempotency {
+            windows,
+            log: Mutex::new(None),
+            rotate_after: 1024,
+        };
+        assert_eq!(idempotency.open_log(dir.path(), Some(4)).unwrap(), 2);
+        assert!(idempotency.is_duplicate("tagmango", "kept"));
+        assert!(idempotency.is_duplicate("tagmango", "memory"));
+        assert!(!idempotency.is_duplicate("tagmango", "cut"));
+        assert_eq!(
+            read(&path),
+            vec![("kept".to_owned(), 3), ("memory".to_owned(), NOT_SPOOLED)]
+        );
+    }
 }

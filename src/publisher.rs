@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -51,6 +51,8 @@ pub enum PublishError {
     TimedOut(Duration),
     #[error("Kafka refused the record: {0}")]
     Kafka(KafkaError),
+    #[error("the producer was fenced or failed and is being replaced")]
+    Replacing,
 }
 
 /// One record to publish. The value is the request body, untouched.
@@ -166,10 +168,69 @@ pub struct DeliveryContext {
     failures_logged: Throttle,
     /// Set when the producer reports an error it cannot recover from by itself.
     broken: Arc<AtomicBool>,
+    /// The thread that replaces a broken producer, woken as soon as it breaks.
+    repairer: Arc<OnceLock<std::thread::Thread>>,
+    /// `memory`-mode records the broken producer could not send.
+    requeue: RequeueQueue,
     progress: Arc<DrainRate>,
     /// `memory`-mode records not yet acknowledged: what a crash or a failed flush would lose.
     unacknowledged_memory: Arc<AtomicU64>,
 }
+
+impl DeliveryContext {
+    /// Refuses new records until the producer is replaced, and wakes the thread that replaces it.
+    fn mark_broken(&self) {
+        if !self.broken.swap(true, Ordering::AcqRel) {
+            if let Some(repairer) = self.repairer.get() {
+                repairer.unpark();
+            }
+        }
+    }
+}
+
+/// A `memory`-mode record a broken producer gave back, to send with its replacement.
+struct Requeued {
+    topic: String,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+    source: Option<Arc<SourceMetrics>>,
+    on_delivered: Option<OnDelivered>,
+}
+
+impl Requeued {
+    fn copy(
+        message: &rdkafka::message::BorrowedMessage<'_>,
+        source: Option<Arc<SourceMetrics>>,
+        on_delivered: Option<OnDelivered>,
+    ) -> Requeued {
+        use rdkafka::message::Headers;
+        Requeued {
+            topic: message.topic().to_owned(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().unwrap_or_default().to_vec(),
+            headers: message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|header| {
+                            (
+                                header.key.to_owned(),
+                                header.value.unwrap_or_default().to_vec(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            source,
+            on_delivered,
+        }
+    }
+}
+
+/// Records given back by broken producers, shared by every producer the publisher creates.
+type RequeueQueue = Arc<Mutex<Vec<Requeued>>>;
 
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
@@ -208,6 +269,19 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<Pending>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
+        // A `memory`-mode record the producer could not send because it is broken (fenced,
+        // fatal) is not refused by Kafka: it is sent again by the producer that replaces it.
+        let pending = match (result, pending.notify) {
+            (Err((error, message)), Notify::Memory(on_delivered)) if is_unrecoverable(error) => {
+                self.mark_broken();
+                self.requeue
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .push(Requeued::copy(message, pending.source, on_delivered));
+                return;
+            }
+            (_, notify) => Box::new(Pending { notify, ..*pending }),
+        };
         let outcome = match result {
             Ok(message) => {
                 if let Some(source) = &pending.source {
@@ -227,7 +301,7 @@ impl ProducerContext for DeliveryContext {
                     source.failed.inc();
                 }
                 if is_unrecoverable(error) {
-                    self.broken.store(true, Ordering::Release);
+                    self.mark_broken();
                 }
                 if let Some(suppressed) = self.failures_logged.allow() {
                     match pending.notify {
@@ -287,6 +361,8 @@ pub struct Publisher {
     producer: RwLock<ThreadedProducer<DeliveryContext>>,
     client_config: ClientConfig,
     broken: Arc<AtomicBool>,
+    repairer: Arc<OnceLock<std::thread::Thread>>,
+    requeue: RequeueQueue,
     progress: Arc<DrainRate>,
     unacknowledged_memory: Arc<AtomicU64>,
 }
@@ -311,12 +387,16 @@ impl Publisher {
     pub fn new(config: &Config, metrics: KafkaMetrics) -> Result<Publisher, KafkaError> {
         let client_config = client_config(&config.kafka);
         let broken = Arc::new(AtomicBool::new(false));
+        let repairer = Arc::new(OnceLock::new());
+        let requeue = RequeueQueue::default();
         let progress = Arc::new(DrainRate::new());
         let unacknowledged_memory = Arc::new(AtomicU64::new(0));
         let producer = client_config.create_with_context(DeliveryContext {
             failures_logged: Throttle::new(Duration::from_secs(1)),
             metrics: metrics.clone(),
             broken: broken.clone(),
+            repairer: repairer.clone(),
+            requeue: requeue.clone(),
             progress: progress.clone(),
             unacknowledged_memory: unacknowledged_memory.clone(),
         })?;
@@ -325,9 +405,17 @@ impl Publisher {
             producer: RwLock::new(producer),
             client_config,
             broken,
+            repairer,
+            requeue,
             progress,
             unacknowledged_memory,
         })
+    }
+
+    /// The thread that calls [`Publisher::reset_if_broken`] (the metadata watcher): woken as soon
+    /// as the producer breaks, so that records are refused (503) only for a moment.
+    pub fn set_repairer(&self, thread: std::thread::Thread) {
+        let _ = self.repairer.set(thread);
     }
 
     fn producer(&self) -> std::sync::RwLockReadGuard<'_, ThreadedProducer<DeliveryContext>> {
@@ -341,20 +429,23 @@ impl Publisher {
     /// Returns whether it replaced the producer.
     pub fn reset_if_broken(&self) -> bool {
         let fatal = self.producer().client().fatal_error();
-        if !self.broken.swap(false, Ordering::AcqRel) && fatal.is_none() {
+        if !self.broken.load(Ordering::Acquire) && fatal.is_none() {
             return false;
         }
+        // Records are refused (503) while `broken` is set, until the new producer is in place.
+        self.broken.store(true, Ordering::Release);
         let fresh = match self.client_config.create_with_context(DeliveryContext {
             failures_logged: Throttle::new(Duration::from_secs(1)),
             metrics: self.metrics.clone(),
             broken: self.broken.clone(),
+            repairer: self.repairer.clone(),
+            requeue: self.requeue.clone(),
             progress: self.progress.clone(),
             unacknowledged_memory: self.unacknowledged_memory.clone(),
         }) {
             Ok(fresh) => fresh,
             Err(error) => {
                 tracing::error!(%error, "cannot create a new Kafka producer");
-                self.broken.store(true, Ordering::Release);
                 return false;
             }
         };
@@ -365,9 +456,45 @@ impl Publisher {
                 .unwrap_or_else(|poison| poison.into_inner()),
             fresh,
         );
+        self.broken.store(false, Ordering::Release);
         tracing::warn!(?fatal, "the Kafka producer could not recover (fenced or fatal error); replaced it with a new one");
         drop(old);
+        self.send_requeued();
         true
+    }
+
+    /// Sends the `memory`-mode records a broken producer gave back with the new one.
+    fn send_requeued(&self) {
+        let requeued = std::mem::take(
+            &mut *self
+                .requeue
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        );
+        for record in requeued {
+            let headers: Vec<(&str, &[u8])> = record
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_slice()))
+                .collect();
+            let sent = self.send(
+                Record {
+                    topic: &record.topic,
+                    key: record.key.as_deref().unwrap_or_default(),
+                    value: &record.value,
+                    headers: self::headers(&headers),
+                },
+                record.source.clone(),
+                Notify::Memory(record.on_delivered),
+            );
+            if let Err(error) = sent {
+                self.unacknowledged_memory.fetch_sub(1, Ordering::Relaxed);
+                if let Some(source) = &record.source {
+                    source.failed.inc();
+                }
+                tracing::error!(%error, "record lost: a memory-mode event could not be sent again after the producer was replaced");
+            }
+        }
     }
 
     /// `memory` mode: enqueue and return; the delivery report moves metrics and, when Kafka
@@ -463,6 +590,10 @@ impl Publisher {
         notify: Notify,
         accepted: Instant,
     ) -> Result<(), PublishError> {
+        // A fenced or failed producer drops what it is given: refuse until it is replaced.
+        if self.broken.load(Ordering::Acquire) {
+            return Err(PublishError::Replacing);
+        }
         let pending = Box::new(Pending {
             source,
             accepted,

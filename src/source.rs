@@ -635,10 +635,21 @@ impl Source {
         }
     }
 
-    /// Whether `content_type` (a full header value) names an accepted media type.
+    /// Whether `content_type` (a full header value) names an accepted media type, in UTF-8 if it
+    /// names a charset at all (JSON is UTF-8, RFC 8259: a body declared in another charset is
+    /// refused rather than published with a `content-type` that misdescribes its bytes).
     pub fn accepts_content_type(&self, content_type: &str) -> bool {
-        let media_type = content_type.split(';').next().unwrap_or("").trim();
-        self.content_types
+        let mut parts = content_type.split(';');
+        let media_type = parts.next().unwrap_or("").trim();
+        let utf8 = parts.all(|parameter| match parameter.split_once('=') {
+            Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+                let value = value.trim().trim_matches('"');
+                value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8")
+            }
+            _ => true,
+        });
+        utf8 && self
+            .content_types
             .iter()
             .any(|accepted| accepted.eq_ignore_ascii_case(media_type))
     }

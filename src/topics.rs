@@ -139,6 +139,7 @@ impl Watcher {
         timeout: Duration,
     ) -> std::io::Result<Watcher> {
         let stop = Arc::new(AtomicBool::new(false));
+        let repaired = publisher.clone();
         let thread = std::thread::Builder::new()
             .name("kafka-metadata".to_owned())
             .spawn({
@@ -172,6 +173,7 @@ impl Watcher {
                     }
                 }
             })?;
+        repaired.set_repairer(thread.thread().clone());
         Ok(Watcher {
             stop,
             thread: Some(thread),

@@ -532,7 +532,7 @@ async fn commit(
         let retry_after = ingress.publisher.retry_after_secs();
         match error {
             PublishError::QueueFull => Rejection::QueueFull { retry_after },
-            PublishError::TimedOut(_) | PublishError::Kafka(_) => {
+            PublishError::TimedOut(_) | PublishError::Kafka(_) | PublishError::Replacing => {
                 Rejection::KafkaUnavailable { retry_after }
             }
         }

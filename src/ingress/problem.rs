@@ -143,7 +143,7 @@ impl Rejection {
                 "this source does not accept requests from the client's address".to_owned()
             }
             Rejection::UnsupportedMediaType { accepted } => {
-                format!("the Content-Type must be one of: {accepted}")
+                format!("the Content-Type must be one of: {accepted} (in UTF-8 when it names a charset)")
             }
             Rejection::PayloadTooLarge { limit } => {
                 format!("the body is larger than this source's limit of {limit} bytes")

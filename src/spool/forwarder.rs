@@ -293,7 +293,7 @@ impl Forwarder {
                         // Read it again later; a full queue drains as reports arrive. (Where the
                         // record itself starts: the segment before it may be retired already.)
                         self.reader.seek(location, seq);
-                        if !matches!(error, PublishError::QueueFull) {
+                        if !matches!(error, PublishError::QueueFull | PublishError::Replacing) {
                             tracing::warn!(%error, "spool: cannot hand a record to the producer");
                         }
                         self.paused_until = Some(Instant::now() + Duration::from_millis(10));

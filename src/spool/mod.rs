@@ -186,6 +186,9 @@ pub struct Recovery {
     pub checkpoint: u64,
     /// Bytes cut off torn or corrupt segment tails.
     pub truncated_bytes: u64,
+    /// The first sequence number cut off the end of the spool, if any: ids remembered for those
+    /// records are forgotten, so that a resend is accepted.
+    pub cut_from_seq: Option<u64>,
 }
 
 /// A request to the writer thread.
@@ -279,6 +282,7 @@ impl Spool {
             bytes: scan.live_bytes,
             checkpoint,
             truncated_bytes: scan.truncated_bytes,
+            cut_from_seq: scan.cut_from_seq,
         };
         Ok((
             Spool {
@@ -490,6 +494,7 @@ struct Scan {
     live_bytes: u64,
     oldest_received_ms: u64,
     truncated_bytes: u64,
+    cut_from_seq: Option<u64>,
     tail: Tail,
 }
 
@@ -515,6 +520,7 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
         live_bytes: 0,
         oldest_received_ms: 0,
         truncated_bytes: 0,
+        cut_from_seq: None,
         tail: Tail::default(),
     };
     let mut kept = Vec::new();
@@ -560,8 +566,17 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
                     end_seq: expected,
                 };
             } else {
+                // A write torn by a machine crash (never acknowledged), or acknowledged records
+                // the disk damaged with nothing intact after them: the two look alike. Cut them,
+                // keep a copy, and forget their ids (see `Recovery::cut_from_seq`).
                 let cut = file_len - valid_end;
-                tracing::warn!(segment = %path.display(), bytes = cut, "spool: truncating a torn or corrupt tail left by a crash");
+                tracing::error!(
+                    segment = %path.display(),
+                    from_seq = expected,
+                    "spool: cutting the damaged end of the spool (a write torn by a crash, or records the disk damaged); a copy is kept as .seg.corrupt"
+                );
+                keep_corrupt_copy(&path);
+                scan.cut_from_seq = Some(expected);
                 OpenOptions::new()
                     .write(true)
                     .open(&path)?

@@ -243,7 +243,8 @@ impl Writer {
         shared.durable_seq.store(self.next_seq, Ordering::Release);
         let _ = self.events.send(ForwarderEvent::Written);
         for (index, append) in batch.drain(..).enumerate() {
-            if let (Some(idempotency), Some(remembered)) = (&self.idempotency, append.dedup) {
+            if let (Some(idempotency), Some(mut remembered)) = (&self.idempotency, append.dedup) {
+                remembered.spooled_as(first_seq + index as u64);
                 idempotency.remember(remembered);
             }
             let _ = append.reply.send(Ok(first_seq + index as u64));

@@ -201,3 +201,59 @@ async fn memory_mode_delivers_every_accepted_event_when_sigterm_arrives() {
     );
     assert_eq!(published, ids);
 }
+
+/// After the broker froze for longer than `message.timeout.ms`, the producer may be fenced (its
+/// producer id expired) and give back what it is sent until it is replaced (measured with tansu
+/// before the fix: 69 of 117 events answered 200 in the 12 s after the stall were lost). The
+/// relay refuses (503) while the producer is replaced and sends what it gave back with the new
+/// one: every event answered 200 after the broker returns is in Kafka.
+#[tokio::test]
+async fn memory_mode_loses_nothing_to_a_producer_fenced_by_a_broker_stall() {
+    let broker = crate::helpers::PrivateBroker::start();
+    let app = spawn_app_with(Options {
+        brokers: broker.address.clone(),
+        ack: "memory",
+        extra: "\n[kafka.options]\n\"message.timeout.ms\" = \"2000\"\n".to_owned(),
+        ..Options::default()
+    })
+    .await;
+    app.accept_unique("course.completed.50").await;
+    broker.pause();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    broker.resume();
+
+    let mut accepted = std::collections::HashSet::new();
+    let mut refused = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(12) {
+        let response = app.post_unique("course.completed.50").await;
+        if response.status().as_u16() == 200 {
+            let answer: serde_json::Value = response.json().await.unwrap();
+            accepted.insert(answer["id"].as_str().unwrap().to_owned());
+        } else {
+            refused += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        accepted.len() > 50,
+        "accepted {} refused {refused}",
+        accepted.len()
+    );
+    let records = crate::helpers::read_topic_from_async_all(
+        broker.address.clone(),
+        app.config.topic("course.completed.50"),
+    )
+    .await;
+    let published: std::collections::HashSet<String> = records
+        .iter()
+        .filter_map(|record| record.header("ce_id").map(str::to_owned))
+        .collect();
+    let lost: Vec<&String> = accepted.difference(&published).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} events answered 200 are not in Kafka ({refused} refused): {lost:?}",
+        lost.len(),
+        accepted.len()
+    );
+}

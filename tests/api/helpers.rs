@@ -398,23 +398,47 @@ key = "/email"
         }
     }
 
-    /// Gives the configuration two other free ports for its listeners.
-    fn move_to_free_ports(&self) {
-        let (ingress, admin) = two_free_ports();
+    /// Rewrites the configuration's lines that start with one of `replacements`' prefixes
+    /// (`("brokers = ", "brokers = \"...\"")`) and drops those equal to one of `dropped`.
+    pub fn rewrite(&self, replacements: &[(&str, String)], dropped: &[&str]) {
         let text = std::fs::read_to_string(&self.path).expect("config file");
         let text: Vec<String> = text
             .lines()
+            .filter(|line| !dropped.iter().any(|dropped| line.contains(dropped)))
             .map(|line| {
-                if line.starts_with("listen = \"127.0.0.1:") {
-                    format!("listen = \"127.0.0.1:{ingress}\"")
-                } else if line.starts_with("admin_listen = \"127.0.0.1:") {
-                    format!("admin_listen = \"127.0.0.1:{admin}\"")
-                } else {
-                    line.to_owned()
-                }
+                replacements
+                    .iter()
+                    .find(|(prefix, _)| line.starts_with(prefix))
+                    .map_or_else(|| line.to_owned(), |(_, new)| new.clone())
             })
             .collect();
         std::fs::write(&self.path, text.join("\n")).expect("config file");
+    }
+
+    /// Points the configuration at the shared broker, creating the topics it needs.
+    pub fn use_shared_broker(&self) {
+        self.rewrite(
+            &[
+                ("brokers = ", format!("brokers = \"{}\"", broker().address)),
+                ("create_topics = ", "create_topics = true".to_owned()),
+            ],
+            &[],
+        );
+    }
+
+    /// Gives the configuration two other free ports for its listeners.
+    fn move_to_free_ports(&self) {
+        let (ingress, admin) = two_free_ports();
+        self.rewrite(
+            &[
+                ("listen = ", format!("listen = \"127.0.0.1:{ingress}\"")),
+                (
+                    "admin_listen = ",
+                    format!("admin_listen = \"127.0.0.1:{admin}\""),
+                ),
+            ],
+            &[],
+        );
     }
 
     fn placeholder() -> TestConfig {
@@ -621,6 +645,15 @@ pub async fn read_records(topic: String, count: usize, idle: Duration) -> Vec<Ta
 pub async fn read_topic_from_async(brokers: String, topic: String) -> Vec<TailRecord> {
     tokio::task::spawn_blocking(move || {
         read_topic_from(&brokers, &topic, 1, Duration::from_secs(10))
+    })
+    .await
+    .expect("reader thread")
+}
+
+/// Every record of `topic` on `brokers` (until none arrives for 5 s).
+pub async fn read_topic_from_async_all(brokers: String, topic: String) -> Vec<TailRecord> {
+    tokio::task::spawn_blocking(move || {
+        read_topic_from(&brokers, &topic, usize::MAX, Duration::from_secs(5))
     })
     .await
     .expect("reader thread")

@@ -133,6 +133,13 @@ fn cases() -> Vec<Case> {
             200,
             None,
         ),
+        (
+            "content type with a charset that is not UTF-8",
+            b"{}".to_vec(),
+            Some("application/json; charset=utf-16"),
+            415,
+            Some("unsupported_media_type"),
+        ),
     ]
 }
 

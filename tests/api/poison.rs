@@ -148,25 +148,11 @@ async fn a_record_kafka_refuses_for_good_does_not_block_the_spool() {
     let config = earlier.stop_keeping_config().await;
 
     // Now with the defaults and a reachable broker.
-    let text = std::fs::read_to_string(&config.path).unwrap();
-    let text = text
-        .lines()
-        .map(|line| {
-            if line.starts_with("brokers = ") {
-                format!("brokers = \"{}\"", broker().address)
-            } else if line.starts_with("max_body_bytes = ") {
-                "max_body_bytes = 65536".to_owned()
-            } else if line.starts_with("create_topics = ") {
-                "create_topics = true".to_owned()
-            } else if line.contains("message.max.bytes") || line == "[kafka.options]" {
-                String::new()
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&config.path, text).unwrap();
+    config.use_shared_broker();
+    config.rewrite(
+        &[("max_body_bytes = ", "max_body_bytes = 65536".to_owned())],
+        &["message.max.bytes", "[kafka.options]"],
+    );
     let path = config.path.clone();
     let topic = config.topic("course.completed.50");
     let app = spawn_from_config(config).await;

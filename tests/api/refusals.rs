@@ -119,7 +119,7 @@ async fn wrong_or_missing_content_type_gets_415() {
         .await
         .unwrap();
     assert_problem(response, 415, "unsupported_media_type").await;
-    // Parameters such as charset do not matter.
+    // Parameters do not matter, but for a charset other than UTF-8.
     let response = app
         .client
         .post(app.hook_url("course.completed.50"))
