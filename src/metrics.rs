@@ -27,6 +27,7 @@ pub const SPOOL_FSYNC_SECONDS: &str = "hookrelay_spool_fsync_duration_seconds";
 pub const FORWARDER_RETRIES_TOTAL: &str = "hookrelay_forwarder_retries_total";
 pub const SPOOL_RECORDS_LOST_TOTAL: &str = "hookrelay_spool_records_lost_total";
 pub const DEAD_LETTERS_TOTAL: &str = "hookrelay_dead_letters_total";
+pub const HANDSHAKES_TOTAL: &str = "hookrelay_handshakes_total";
 pub const HTTP_REQUEST_BODY_BYTES: &str = "hookrelay_http_request_body_bytes";
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "hookrelay_http_requests_in_flight";
 pub const KAFKA_QUEUE_MESSAGES: &str = "hookrelay_kafka_producer_queue_messages";
@@ -79,6 +80,7 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub kafka: KafkaMetrics,
     schema_violations: IntCounterVec,
+    handshakes: IntCounterVec,
     pub reload_success: IntGauge,
     pub ready: IntGauge,
     pub spool_records: IntGauge,
@@ -102,6 +104,7 @@ pub struct SourceMetrics {
     pub duplicates: IntCounter,
     pub schema_violations: IntCounter,
     pub body_bytes: Histogram,
+    pub handshakes: IntCounter,
 }
 
 /// What librdkafka's statistics (`statistics.interval.ms`) report about the producer.
@@ -280,6 +283,11 @@ impl Metrics {
         )
         .expect("metric definitions are static and valid");
         register(Box::new(spool_records_lost.clone()));
+        let handshakes = counter(
+            HANDSHAKES_TOTAL,
+            "Sender handshakes answered (Slack url_verification), by source; nothing is published.",
+            &["source"],
+        );
         let dead_letters = counter(
             DEAD_LETTERS_TOTAL,
             "Events written to the dead-letter topic or directory instead of their topic, by source and reason.",
@@ -311,6 +319,7 @@ impl Metrics {
             in_flight,
             kafka,
             schema_violations,
+            handshakes,
             reload_success,
             ready,
             spool_records,
@@ -337,6 +346,7 @@ impl Metrics {
             duplicates: self.duplicates.with_label_values(&[source]),
             body_bytes: self.body_bytes.with_label_values(&[source]),
             schema_violations: self.schema_violations.with_label_values(&[source]),
+            handshakes: self.handshakes.with_label_values(&[source]),
         })
     }
 

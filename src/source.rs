@@ -440,6 +440,35 @@ impl Source {
             .as_ref()
             .map(Authenticator::secret_headers)
             .unwrap_or_default();
+        // A credential must never become data: a record key, an event id (logged with every
+        // request) or an event type.
+        let carries_credentials = |name: &HeaderName| secret_headers.contains(name);
+        if let Some(KeyRule::Header(name)) = &key_rule {
+            if carries_credentials(name) {
+                errors.push(
+                    format!("{path}.key"),
+                    format!(
+                        "{:?} carries credentials or a signature and is never a record key",
+                        name.as_str()
+                    ),
+                );
+            }
+        }
+        for (key, fields) in [
+            ("event_id_from", &event_id_from),
+            ("event_from", &event_from),
+        ] {
+            for field in fields {
+                if let SenderField::Header(name) = field {
+                    if carries_credentials(name) {
+                        errors.push(
+                            format!("{path}.{key}"),
+                            format!("{:?} carries credentials or a signature and is never read as event data", name.as_str()),
+                        );
+                    }
+                }
+            }
+        }
         let mut forward_headers = Vec::new();
         for (index, name) in settings.forward_headers.iter().enumerate() {
             let key = format!("{path}.forward_headers[{index}]");

@@ -17,6 +17,7 @@ pub const EVENT_HEADER: &str = "x-github-event";
 pub fn scheme(keys: Vec<Secret>) -> HmacScheme {
     HmacScheme {
         header: HeaderName::from_static(SIGNATURE_HEADER),
+        also: None,
         algorithm: Algorithm::Sha256,
         encoding: Encoding::Hex,
         prefix: "sha256=".to_owned(),

@@ -92,6 +92,8 @@ impl SignedContent {
 #[derive(Debug, Clone)]
 pub struct HmacScheme {
     pub header: HeaderName,
+    /// Another name of the signature header, read when `header` is absent.
+    pub also: Option<HeaderName>,
     pub algorithm: Algorithm,
     pub encoding: Encoding,
     pub prefix: String,
@@ -149,6 +151,7 @@ impl HmacScheme {
         };
         Ok(HmacScheme {
             header,
+            also: None,
             algorithm,
             encoding,
             prefix: settings.prefix.clone(),
@@ -166,6 +169,7 @@ impl HmacScheme {
     ) -> Result<(), AuthError> {
         let value = headers
             .get(&self.header)
+            .or_else(|| headers.get(self.also.as_ref()?))
             .ok_or(AuthError::MissingSignature)?
             .to_str()
             .map_err(|_| AuthError::InvalidSignature)?
@@ -218,6 +222,7 @@ impl HmacScheme {
     /// Headers that carry signature material and must never be forwarded.
     pub fn signature_headers(&self) -> Vec<HeaderName> {
         std::iter::once(self.header.clone())
+            .chain(self.also.clone())
             .chain(self.timestamp.iter().map(|(name, _)| name.clone()))
             .collect()
     }

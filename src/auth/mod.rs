@@ -233,8 +233,8 @@ impl Authenticator {
                 preset: Preset::Shopify,
                 ..
             } => SenderFields {
-                event_id: &["header:x-shopify-event-id"],
-                event_type: &["header:x-shopify-topic"],
+                event_id: &["header:x-shopify-event-id", "header:shopify-event-id"],
+                event_type: &["header:x-shopify-topic", "header:shopify-topic"],
             },
             Authenticator::Hmac {
                 preset: Preset::Slack,
@@ -248,6 +248,19 @@ impl Authenticator {
                 event_type: &["/type"],
             },
             _ => SenderFields::default(),
+        }
+    }
+
+    /// The answer to a sender's handshake, when a verified body is one: Slack's
+    /// `{"type": "url_verification", "challenge": ...}`, which Slack sends to a Request URL
+    /// before it saves it and which must be answered with the challenge (and is not an event).
+    pub fn handshake(&self, document: &serde_json::value::RawValue) -> Option<String> {
+        match self {
+            Authenticator::Hmac {
+                preset: Preset::Slack,
+                ..
+            } => slack::url_verification_challenge(document),
+            _ => None,
         }
     }
 

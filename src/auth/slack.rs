@@ -11,9 +11,28 @@ use crate::config::Secret;
 pub const SIGNATURE_HEADER: &str = "x-slack-signature";
 pub const TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
 
+/// The challenge of a Slack Events API `url_verification` request (`{"type":
+/// "url_verification", "challenge": "..."}`), which Slack sends, signed, when a Request URL is
+/// saved; it expects the challenge back.
+pub fn url_verification_challenge(document: &serde_json::value::RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Handshake<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        challenge: Option<std::borrow::Cow<'a, str>>,
+    }
+    let handshake: Handshake<'_> = serde_json::from_str(document.get()).ok()?;
+    if handshake.kind != "url_verification" {
+        return None;
+    }
+    handshake.challenge.map(std::borrow::Cow::into_owned)
+}
+
 pub fn scheme(keys: Vec<Secret>, tolerance_secs: u64) -> HmacScheme {
     HmacScheme {
         header: HeaderName::from_static(SIGNATURE_HEADER),
+        also: None,
         algorithm: Algorithm::Sha256,
         encoding: Encoding::Hex,
         prefix: "v0=".to_owned(),

@@ -37,8 +37,10 @@ pub fn decode_secret(secret: &Secret) -> Result<Secret, String> {
     let text = std::str::from_utf8(secret.expose())
         .map_err(|_| "not a Standard Webhooks secret: it is not text".to_owned())?;
     let encoded = text.strip_prefix(SECRET_PREFIX).unwrap_or(text);
+    // With or without `=` padding, as the reference libraries accept.
     let key = base64::engine::general_purpose::STANDARD
         .decode(encoded)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded))
         .map_err(|_| {
             "not a Standard Webhooks secret: expected whsec_ followed by base64".to_owned()
         })?;
@@ -102,6 +104,17 @@ impl StandardWebhooksScheme {
         now: SystemTime,
     ) -> Result<(), AuthError> {
         let [id, timestamp, signatures] = headers_of(headers)?;
+        // The event id is read from `webhook-id`, else `svix-id`: with both present they must be
+        // the one that was signed, or an unsigned one could name the event.
+        let ids = [ID_HEADER, SVIX_ID_HEADER].map(|name| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::trim)
+        });
+        if ids.iter().flatten().any(|other| *other != id) {
+            return Err(AuthError::InvalidSignature);
+        }
         let signatures = parse_signatures(signatures)?;
         let parsed = mac::parse_timestamp(timestamp)?;
         let parts: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];

@@ -1,10 +1,12 @@
 //! The webhook listener: `POST /hooks/{source}` and `POST /hooks/{source}/{event}`.
 //!
 //! A request goes through named steps, each of which can refuse it with a [`Rejection`]:
-//! find the source → check the client's address → find the event → check credentials → rate limit → check the content type and
-//! declared length → read the body (limit, deadline) → verify the signature over the raw bytes →
-//! validate the JSON (and its schema) → derive the event's identity → skip a duplicate → reach
-//! the durability point of the source's ack mode. Only then is it answered 2xx.
+//! find the source → check the client's address → find the event → check credentials → check the
+//! content type and declared length → read the body (limit, deadline) → verify the signature over
+//! the raw bytes → rate limit (only authenticated requests count) → validate the JSON (and its
+//! schema) → answer a sender's handshake (Slack's `url_verification`) → derive the event's
+//! identity → skip a duplicate → reach the durability point of the source's ack mode. Only then
+//! is it answered 2xx.
 //! Every request ends in [`report`], which writes its one log line and moves its metrics.
 
 mod body;
@@ -252,6 +254,14 @@ struct Accepted<'a> {
     offset: Option<i64>,
 }
 
+/// How a request that was not refused is answered.
+enum Answer {
+    /// An event that reached its durability point (or was a duplicate).
+    Delivered(Delivered),
+    /// A sender's handshake (Slack's `url_verification`): its challenge echoed, nothing published.
+    Challenge(String),
+}
+
 /// What the log line says about an accepted event.
 struct Delivered {
     event: Event,
@@ -275,7 +285,7 @@ async fn accept(
     live: &Live,
     entry: &SourceEntry,
     received: SystemTime,
-) -> Result<Delivered, Rejection> {
+) -> Result<Answer, Rejection> {
     let source = &entry.source;
     let deadline = tokio::time::Instant::now() + live.body_timeout;
     if let Some(allowed) = &source.allow_ips {
@@ -294,14 +304,6 @@ async fn accept(
         .auth
         .check_head(request)
         .map_err(Rejection::Unauthorized)?;
-    if let Some(limiter) = &entry.limiter {
-        limiter.check().map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            Rejection::RateLimited {
-                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
-            }
-        })?;
-    }
 
     let content_type = request
         .headers()
@@ -332,6 +334,16 @@ async fn accept(
         .auth
         .verify(request, Unverified::new(body), received)
         .map_err(Rejection::Unauthorized)?;
+    // Only requests that proved their sender use up the source's rate: strangers cannot drain it
+    // and have the real sender refused.
+    if let Some(limiter) = &entry.limiter {
+        limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            Rejection::RateLimited {
+                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })?;
+    }
     let keep = |rejection, intended| {
         keep_refused(
             ingress,
@@ -353,6 +365,9 @@ async fn accept(
             return Err(keep(Rejection::InvalidJson(error), intended).await);
         }
     };
+    if let Some(challenge) = source.auth.handshake(document) {
+        return Ok(Answer::Challenge(challenge));
+    }
     let event_type = match event_choice.clone() {
         EventChoice::Decided(event) => event,
         EventChoice::FromSender => {
@@ -393,7 +408,7 @@ async fn accept(
         .idempotency
         .is_duplicate(source.name.as_str(), &event.id)
     {
-        return Ok(Delivered {
+        return Ok(Answer::Delivered(Delivered {
             event,
             topic,
             ack: None,
@@ -401,7 +416,7 @@ async fn accept(
             bytes: body.bytes().len(),
             status: source.success_status,
             schema_violation,
-        });
+        }));
     }
 
     if !ingress.health.is_ready() {
@@ -447,7 +462,7 @@ async fn accept(
         received,
     };
     let ack = commit(ingress, live, entry, &outgoing, remembered).await?;
-    Ok(Delivered {
+    Ok(Answer::Delivered(Delivered {
         event,
         topic,
         ack,
@@ -455,7 +470,7 @@ async fn accept(
         bytes: body.bytes().len(),
         status: source.success_status,
         schema_violation,
-    })
+    }))
 }
 
 /// A record on its way to its durability point.
@@ -640,11 +655,19 @@ fn report(
     request_id: &str,
     started: Instant,
     entry: Option<&SourceEntry>,
-    outcome: Result<Delivered, Rejection>,
+    outcome: Result<Answer, Rejection>,
 ) -> HttpResponse {
     let source_label = entry.map_or(UNKNOWN_SOURCE, |entry| entry.source.name.as_str());
     let mut response = match &outcome {
-        Ok(delivered) => {
+        Ok(Answer::Challenge(challenge)) => {
+            if let Some(entry) = entry {
+                entry.metrics.handshakes.inc();
+            }
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(serde_json::json!({ "challenge": challenge }).to_string())
+        }
+        Ok(Answer::Delivered(delivered)) => {
             if let Some(entry) = entry {
                 if delivered.duplicate {
                     entry.metrics.duplicates.inc();
@@ -683,7 +706,14 @@ fn report(
     // The path never includes the query string, which may carry a token.
     let path = request.path();
     match &outcome {
-        Ok(delivered) => tracing::info!(
+        Ok(Answer::Challenge(_)) => tracing::info!(
+            request_id,
+            source = source_label,
+            status,
+            latency_ms,
+            "handshake answered (url_verification): nothing published"
+        ),
+        Ok(Answer::Delivered(delivered)) => tracing::info!(
             request_id,
             source = source_label,
             event = delivered.event.event_type.as_str(),

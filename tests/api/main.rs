@@ -19,4 +19,5 @@ mod publish;
 mod refusals;
 mod reload;
 mod schema;
+mod senders;
 mod spool;

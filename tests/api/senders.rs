@@ -1,0 +1,193 @@
+//! Senders as they really behave, and what an attacker without the secret cannot do: drain a
+//! source's rate limit, choose the event id, turn a credential into data; Slack's URL
+//! verification, Shopify's newer header names, Standard Webhooks secrets without padding.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::auth::{spawn_signed_relay, Sender};
+use crate::helpers::{assert_problem, read_records};
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Unsigned requests never use up a signed source's rate: after a flood of them the real
+/// sender's request is accepted, not answered 429.
+#[tokio::test]
+async fn unsigned_requests_cannot_drain_a_signed_source_s_rate_limit() {
+    let relay = spawn_signed_relay("rate_limit = { per_second = 1, burst = 2 }").await;
+    for sender in [Sender::Github, Sender::StandardWebhooks, Sender::Slack] {
+        for _ in 0..10 {
+            let response = relay.post(sender.source(), &[], b"{}").await;
+            assert_eq!(response.status().as_u16(), 401, "{sender:?}");
+        }
+        let body = br#"{"id":"evt_1","type":"invoice.paid","event_id":"Ev1","event":{"type":"app_mention"}}"#;
+        let signed = relay
+            .post(sender.source(), &sender.headers(body, now()), body)
+            .await;
+        assert_eq!(
+            signed.status().as_u16(),
+            200,
+            "{sender:?}: the real sender after a flood of unsigned requests"
+        );
+    }
+}
+
+/// A request verified with the `svix-*` headers takes its id from `svix-id`: an unsigned
+/// `webhook-id` beside it, naming another id, is refused.
+#[tokio::test]
+async fn an_unsigned_id_of_the_other_header_family_cannot_name_the_event() {
+    let relay = spawn_signed_relay("").await;
+    let body =
+        br#"{"id":"evt_1","type":"invoice.paid","event_id":"Ev1","event":{"type":"app_mention"}}"#;
+    let signed = Sender::StandardWebhooks.headers(body, now());
+    // The same signature under the svix- names.
+    let svix: Vec<(String, String)> = signed
+        .iter()
+        .map(|(name, value)| (name.replace("webhook-", "svix-"), value.clone()))
+        .collect();
+    let response = relay.post("standard", &svix, body).await;
+    assert_eq!(response.status().as_u16(), 200, "svix- names alone");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["id"], "msg_2mK1");
+
+    let mut forged = svix.clone();
+    forged.push(("webhook-id".to_owned(), "msg_attacker_chosen".to_owned()));
+    assert_problem(
+        relay.post("standard", &forged, body).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+
+    // The same id under both names is no conflict.
+    let mut both = svix;
+    both.push(("webhook-id".to_owned(), "msg_2mK1".to_owned()));
+    assert_eq!(
+        relay.post("standard", &both, body).await.status().as_u16(),
+        200
+    );
+}
+
+fn check_config(text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookrelay.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("HOOKRELAY_SENDERS_TOKEN", "t0ken")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_refuses_credentials_as_key_event_id_or_event_type() {
+    for (setting, key) in [
+        ("key = \"header:authorization\"", "sources.hooks.key"),
+        ("key = \"header:x-token\"", "sources.hooks.key"),
+        (
+            "event_id_from = \"header:x-token\"",
+            "sources.hooks.event_id_from",
+        ),
+        ("event_from = \"header:cookie\"", "sources.hooks.event_from"),
+    ] {
+        let (code, stderr) = check_config(&format!(
+            "[sources.hooks]\nauth = {{ type = \"token\", in = \"header\", name = \"x-token\", secrets = [\"env:HOOKRELAY_SENDERS_TOKEN\"] }}\n{setting}\n"
+        ));
+        assert_eq!(code, Some(2), "{setting}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains("carries credentials"),
+            "{setting}: {stderr}"
+        );
+    }
+    let (code, stderr) = check_config(
+        "[sources.hooks]\nauth = { type = \"github\", secrets = [\"env:HOOKRELAY_SENDERS_TOKEN\"] }\nkey = \"header:x-hub-signature-256\"\n",
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+}
+
+/// Slack saves a Request URL only when the signed `url_verification` request gets its challenge
+/// back; it is a handshake, not an event.
+#[tokio::test]
+async fn slack_url_verification_is_answered_with_the_challenge_and_not_published() {
+    let relay = spawn_signed_relay("").await;
+    let body = br#"{"token":"legacy","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let unsigned = relay.post("slack", &[], body).await;
+    assert_eq!(unsigned.status().as_u16(), 401, "only after the signature");
+
+    let response = relay
+        .post("slack", &Sender::Slack.headers(body, now()), body)
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    let metrics = relay.app.metrics().await;
+    assert!(
+        metrics.contains("hookrelay_handshakes_total{source=\"slack\"} 1"),
+        "{metrics}"
+    );
+    let records = read_records(relay.topic("slack"), 1, Duration::from_secs(3)).await;
+    assert!(records.is_empty(), "nothing published");
+}
+
+/// Shopify's newer deliveries name the headers without `X-`.
+#[tokio::test]
+async fn shopify_headers_without_the_x_prefix_are_accepted() {
+    let relay = spawn_signed_relay("").await;
+    let body =
+        br#"{"id":"evt_1","type":"invoice.paid","event_id":"Ev1","event":{"type":"app_mention"}}"#;
+    let plain: Vec<(String, String)> = Sender::Shopify
+        .headers(body, now())
+        .into_iter()
+        .map(|(name, value)| (name.trim_start_matches("x-").to_owned(), value))
+        .collect();
+    assert!(plain.iter().any(|(name, _)| name == "shopify-hmac-sha256"));
+    let response = relay.post("shopify", &plain, body).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["id"], "msg_2mK1", "shopify-event-id names the event");
+    let records = read_records(relay.topic("shopify"), 1, Duration::from_secs(10)).await;
+    assert_eq!(records[0].header("ce_type"), Some("orders.create"));
+}
+
+#[test]
+fn standard_webhooks_secrets_without_padding_are_accepted() {
+    // "old-standard-key" is 16 bytes: its base64 ends in "==".
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookrelay.toml");
+    std::fs::write(
+        &path,
+        "[sources.hooks]\nauth = { type = \"standard-webhooks\", secrets = [\"env:HOOKRELAY_SENDERS_WHSEC\"] }\n",
+    )
+    .unwrap();
+    for secret in [
+        "whsec_b2xkLXN0YW5kYXJkLWtleQ==",
+        "whsec_b2xkLXN0YW5kYXJkLWtleQ",
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env("HOOKRELAY_SENDERS_WHSEC", secret)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{secret}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
