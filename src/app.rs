@@ -331,7 +331,8 @@ impl Application {
             .await
             .unwrap_or(u64::MAX);
         if undelivered == 0 {
-            tracing::info!("producer flushed: every accepted record is acknowledged by Kafka");
+            // Spooled records not yet acknowledged stay in the spool (counted above).
+            tracing::info!("producer closed: no memory-mode record is left unacknowledged");
         } else {
             tracing::error!(
                 undelivered,
@@ -369,9 +370,7 @@ fn open_spool(
     )
     .map_err(error)?;
     if let Some(windows) = &windows {
-        let loaded = windows
-            .open_log(dir, recovery.cut_from_seq)
-            .map_err(error)?;
+        let loaded = windows.open_log(dir, &recovery.absent).map_err(error)?;
         tracing::info!(ids = loaded, "idempotency window restored");
     }
     tracing::info!(

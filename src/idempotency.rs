@@ -147,15 +147,15 @@ impl Idempotency {
     }
 
     /// Loads the unexpired entries of `dir/idempotency.log` (and its rotated predecessor), writes
-    /// them back compacted, and keeps appending there. Entries of spooled records from
-    /// `forget_from` on are dropped: recovery cut those records off the spool. Returns how many
-    /// were loaded.
-    pub fn open_log(&self, dir: &Path, forget_from: Option<u64>) -> io::Result<usize> {
+    /// them back compacted, and keeps appending there. Entries of spooled records whose sequence
+    /// number is in `absent` are dropped: recovery found those records damaged or missing, so a
+    /// resend must be accepted. Returns how many were loaded.
+    pub fn open_log(&self, dir: &Path, absent: &[std::ops::Range<u64>]) -> io::Result<usize> {
         let path = dir.join("idempotency.log");
         let old = dir.join("idempotency.log.old");
         let now = now_ms();
         let forgotten = |entry: &Remembered| {
-            forget_from.is_some_and(|from| entry.seq != NOT_SPOOLED && entry.seq >= from)
+            entry.seq != NOT_SPOOLED && absent.iter().any(|range| range.contains(&entry.seq))
         };
         let mut live = Vec::new();
         for file in [&old, &path] {
@@ -197,6 +197,25 @@ impl Idempotency {
         });
         Ok(loaded)
     }
+}
+
+/// The highest spool sequence number the log in `dir` remembers an id for: a record the relay
+/// acknowledged (ids are remembered after their fsync), which recovery may not find if the disk
+/// lost it. Read-only.
+pub fn highest_spooled_seq(dir: &Path) -> io::Result<Option<u64>> {
+    let mut highest = None;
+    for name in ["idempotency.log.old", "idempotency.log"] {
+        match File::open(dir.join(name)) {
+            Ok(file) => read_entries(BufReader::new(file), &mut |entry| {
+                if entry.seq != NOT_SPOOLED {
+                    highest = highest.max(Some(entry.seq));
+                }
+            })?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(highest)
 }
 
 impl Log {
@@ -343,10 +362,12 @@ mod tests {
             log: Mutex::new(None),
             rotate_after: 1024,
         };
-        assert_eq!(idempotency.open_log(dir.path(), Some(4)).unwrap(), 2);
+        let absent = [1..2, 4..u64::MAX];
+        assert_eq!(idempotency.open_log(dir.path(), &absent).unwrap(), 2);
         assert!(idempotency.is_duplicate("tagmango", "kept"));
         assert!(idempotency.is_duplicate("tagmango", "memory"));
         assert!(!idempotency.is_duplicate("tagmango", "cut"));
+        assert!(!idempotency.is_duplicate("tagmango", "damaged"));
         assert_eq!(
             read(&path),
             vec![("kept".to_owned(), 3), ("memory".to_owned(), NOT_SPOOLED)]

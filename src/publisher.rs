@@ -172,6 +172,10 @@ pub struct DeliveryContext {
     repairer: Arc<OnceLock<std::thread::Thread>>,
     /// `memory`-mode records the broken producer could not send.
     requeue: RequeueQueue,
+    /// Which producer this context belongs to, and which one is current: reports of a replaced
+    /// producer (failing as it is torn down) must not mark its successor broken.
+    generation: u64,
+    current: Arc<AtomicU64>,
     progress: Arc<DrainRate>,
     /// `memory`-mode records not yet acknowledged: what a crash or a failed flush would lose.
     unacknowledged_memory: Arc<AtomicU64>,
@@ -180,6 +184,9 @@ pub struct DeliveryContext {
 impl DeliveryContext {
     /// Refuses new records until the producer is replaced, and wakes the thread that replaces it.
     fn mark_broken(&self) {
+        if self.generation != self.current.load(Ordering::Acquire) {
+            return;
+        }
         if !self.broken.swap(true, Ordering::AcqRel) {
             if let Some(repairer) = self.repairer.get() {
                 repairer.unpark();
@@ -272,8 +279,12 @@ impl ProducerContext for DeliveryContext {
         // A `memory`-mode record the producer could not send because it is broken (fenced,
         // fatal) is not refused by Kafka: it is sent again by the producer that replaces it.
         let pending = match (result, pending.notify) {
-            (Err((error, message)), Notify::Memory(on_delivered)) if is_unrecoverable(error) => {
-                self.mark_broken();
+            (Err((error, message)), Notify::Memory(on_delivered))
+                if is_unrecoverable(error) || is_purged(error) =>
+            {
+                if is_unrecoverable(error) {
+                    self.mark_broken();
+                }
                 self.requeue
                     .lock()
                     .unwrap_or_else(|poison| poison.into_inner())
@@ -363,8 +374,18 @@ pub struct Publisher {
     broken: Arc<AtomicBool>,
     repairer: Arc<OnceLock<std::thread::Thread>>,
     requeue: RequeueQueue,
+    /// The generation of the current producer (see [`DeliveryContext`]).
+    current: Arc<AtomicU64>,
     progress: Arc<DrainRate>,
     unacknowledged_memory: Arc<AtomicU64>,
+}
+
+/// Records a producer being torn down (replaced) gave back unsent.
+fn is_purged(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+    )
 }
 
 /// Errors after which the idempotent producer never delivers again (the broker fenced its
@@ -389,6 +410,7 @@ impl Publisher {
         let broken = Arc::new(AtomicBool::new(false));
         let repairer = Arc::new(OnceLock::new());
         let requeue = RequeueQueue::default();
+        let current = Arc::new(AtomicU64::new(0));
         let progress = Arc::new(DrainRate::new());
         let unacknowledged_memory = Arc::new(AtomicU64::new(0));
         let producer = client_config.create_with_context(DeliveryContext {
@@ -397,6 +419,8 @@ impl Publisher {
             broken: broken.clone(),
             repairer: repairer.clone(),
             requeue: requeue.clone(),
+            generation: 0,
+            current: current.clone(),
             progress: progress.clone(),
             unacknowledged_memory: unacknowledged_memory.clone(),
         })?;
@@ -407,6 +431,7 @@ impl Publisher {
             broken,
             repairer,
             requeue,
+            current,
             progress,
             unacknowledged_memory,
         })
@@ -428,18 +453,27 @@ impl Publisher {
     /// the old producer are reported failed: spooled ones are sent again by the forwarder.
     /// Returns whether it replaced the producer.
     pub fn reset_if_broken(&self) -> bool {
+        let replaced = self.replace_if_broken();
+        self.send_requeued();
+        replaced
+    }
+
+    fn replace_if_broken(&self) -> bool {
         let fatal = self.producer().client().fatal_error();
         if !self.broken.load(Ordering::Acquire) && fatal.is_none() {
             return false;
         }
         // Records are refused (503) while `broken` is set, until the new producer is in place.
         self.broken.store(true, Ordering::Release);
+        let generation = self.current.load(Ordering::Acquire) + 1;
         let fresh = match self.client_config.create_with_context(DeliveryContext {
             failures_logged: Throttle::new(Duration::from_secs(1)),
             metrics: self.metrics.clone(),
             broken: self.broken.clone(),
             repairer: self.repairer.clone(),
             requeue: self.requeue.clone(),
+            generation,
+            current: self.current.clone(),
             progress: self.progress.clone(),
             unacknowledged_memory: self.unacknowledged_memory.clone(),
         }) {
@@ -456,43 +490,80 @@ impl Publisher {
                 .unwrap_or_else(|poison| poison.into_inner()),
             fresh,
         );
+        self.current.store(generation, Ordering::Release);
         self.broken.store(false, Ordering::Release);
         tracing::warn!(?fatal, "the Kafka producer could not recover (fenced or fatal error); replaced it with a new one");
         drop(old);
-        self.send_requeued();
         true
     }
 
-    /// Sends the `memory`-mode records a broken producer gave back with the new one.
+    /// Sends the `memory`-mode records a broken producer gave back with the current one; what it
+    /// cannot take now (full queue, broken again) waits for the next call.
     fn send_requeued(&self) {
-        let requeued = std::mem::take(
+        let mut requeued = std::mem::take(
             &mut *self
                 .requeue
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner()),
-        );
-        for record in requeued {
-            let headers: Vec<(&str, &[u8])> = record
-                .headers
+        )
+        .into_iter();
+        while let Some(record) = requeued.next() {
+            let Requeued {
+                topic,
+                key,
+                value,
+                headers: owned_headers,
+                source,
+                on_delivered,
+            } = record;
+            let headers: Vec<(&str, &[u8])> = owned_headers
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.as_slice()))
                 .collect();
-            let sent = self.send(
+            let pending = Box::new(Pending {
+                source: source.clone(),
+                accepted: Instant::now(),
+                notify: Notify::Memory(on_delivered),
+            });
+            let sent = self.try_send(
                 Record {
-                    topic: &record.topic,
-                    key: record.key.as_deref().unwrap_or_default(),
-                    value: &record.value,
+                    topic: &topic,
+                    key: key.as_deref().unwrap_or_default(),
+                    value: &value,
                     headers: self::headers(&headers),
                 },
-                record.source.clone(),
-                Notify::Memory(record.on_delivered),
+                pending,
             );
-            if let Err(error) = sent {
-                self.unacknowledged_memory.fetch_sub(1, Ordering::Relaxed);
-                if let Some(source) = &record.source {
-                    source.failed.inc();
+            match sent {
+                Ok(()) => {}
+                Err((PublishError::QueueFull | PublishError::Replacing, pending)) => {
+                    let on_delivered = match pending.notify {
+                        Notify::Memory(on_delivered) => on_delivered,
+                        _ => None,
+                    };
+                    drop(headers);
+                    let mut queue = self
+                        .requeue
+                        .lock()
+                        .unwrap_or_else(|poison| poison.into_inner());
+                    queue.push(Requeued {
+                        topic,
+                        key,
+                        value,
+                        headers: owned_headers,
+                        source,
+                        on_delivered,
+                    });
+                    queue.extend(requeued);
+                    return;
                 }
-                tracing::error!(%error, "record lost: a memory-mode event could not be sent again after the producer was replaced");
+                Err((error, _)) => {
+                    self.unacknowledged_memory.fetch_sub(1, Ordering::Relaxed);
+                    if let Some(source) = &source {
+                        source.failed.inc();
+                    }
+                    tracing::error!(%error, "record lost: a memory-mode event could not be sent again after the producer was replaced");
+                }
             }
         }
     }
@@ -590,27 +661,37 @@ impl Publisher {
         notify: Notify,
         accepted: Instant,
     ) -> Result<(), PublishError> {
-        // A fenced or failed producer drops what it is given: refuse until it is replaced.
-        if self.broken.load(Ordering::Acquire) {
-            return Err(PublishError::Replacing);
-        }
         let pending = Box::new(Pending {
             source,
             accepted,
             notify,
         });
+        self.try_send(record, pending).map_err(|(error, _)| error)
+    }
+
+    /// Hands a record to the producer; a refusal gives back what travels with it.
+    fn try_send(
+        &self,
+        record: Record<'_>,
+        pending: Box<Pending>,
+    ) -> Result<(), (PublishError, Box<Pending>)> {
+        // A fenced or failed producer drops what it is given: refuse until it is replaced.
+        if self.broken.load(Ordering::Acquire) {
+            return Err((PublishError::Replacing, pending));
+        }
         let base = BaseRecord::with_opaque_to(record.topic, pending)
             .key(record.key)
             .payload(record.value)
             .headers(record.headers);
-        self.producer()
-            .send(base)
-            .map_err(|(error, _)| match error {
+        self.producer().send(base).map_err(|(error, base)| {
+            let error = match error {
                 KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
                     PublishError::QueueFull
                 }
                 other => PublishError::Kafka(other),
-            })
+            };
+            (error, base.delivery_opaque)
+        })
     }
 
     /// Records still queued or awaiting acknowledgement.

@@ -673,7 +673,10 @@ impl Source {
         let utf8 = parts.all(|parameter| match parameter.split_once('=') {
             Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
                 let value = value.trim().trim_matches('"');
-                value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8")
+                // ASCII is UTF-8 too.
+                ["utf-8", "utf8", "us-ascii"]
+                    .iter()
+                    .any(|charset| value.eq_ignore_ascii_case(charset))
             }
             _ => true,
         });

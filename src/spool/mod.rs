@@ -186,9 +186,10 @@ pub struct Recovery {
     pub checkpoint: u64,
     /// Bytes cut off torn or corrupt segment tails.
     pub truncated_bytes: u64,
-    /// The first sequence number cut off the end of the spool, if any: ids remembered for those
-    /// records are forgotten, so that a resend is accepted.
-    pub cut_from_seq: Option<u64>,
+    /// Sequence numbers that are not in the spool although records may have had them: damaged
+    /// records, stretches missing between segments, and everything after the last intact record.
+    /// Ids remembered for such records are forgotten, so that a resend is accepted.
+    pub absent: Vec<std::ops::Range<u64>>,
 }
 
 /// A request to the writer thread.
@@ -248,7 +249,22 @@ impl Spool {
         }
         let checkpoint = read_checkpoint(dir)?;
         let (segments, scan) = recover_segments(dir, checkpoint)?;
-        let next_seq = scan.next_seq.max(checkpoint);
+        let mut next_seq = scan.next_seq.max(checkpoint);
+        // The idempotency log remembers ids only of records that were fsync'd: one remembered
+        // beyond the last record found is a record the disk lost. Its sequence number is not
+        // reused, and the forwarder counts the stretch as lost when it gets there.
+        if idempotency.is_some() {
+            if let Some(highest) = crate::idempotency::highest_spooled_seq(dir)? {
+                if highest >= next_seq {
+                    tracing::error!(
+                        from_seq = next_seq,
+                        to_seq = highest,
+                        "spool: records acknowledged to senders are not in the spool (the disk lost them); their ids are forgotten so that resends are accepted"
+                    );
+                    next_seq = highest + 1;
+                }
+            }
+        }
         let segment_bytes = (max_bytes / 4).clamp(64 * 1024, MAX_SEGMENT_BYTES);
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
@@ -282,7 +298,7 @@ impl Spool {
             bytes: scan.live_bytes,
             checkpoint,
             truncated_bytes: scan.truncated_bytes,
-            cut_from_seq: scan.cut_from_seq,
+            absent: scan.absent,
         };
         Ok((
             Spool {
@@ -494,7 +510,7 @@ struct Scan {
     live_bytes: u64,
     oldest_received_ms: u64,
     truncated_bytes: u64,
-    cut_from_seq: Option<u64>,
+    absent: Vec<std::ops::Range<u64>>,
     tail: Tail,
 }
 
@@ -520,7 +536,7 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
         live_bytes: 0,
         oldest_received_ms: 0,
         truncated_bytes: 0,
-        cut_from_seq: None,
+        absent: Vec::new(),
         tail: Tail::default(),
     };
     let mut kept = Vec::new();
@@ -548,6 +564,7 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
                 bytes = gap.bytes,
                 "spool: records are corrupt (the disk changed written data); the intact records after them are kept"
             );
+            scan.absent.push(gap.from_seq..gap.to_seq + 1);
         }
         if !segment.gaps.is_empty() {
             keep_corrupt_copy(&path);
@@ -568,7 +585,7 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
             } else {
                 // A write torn by a machine crash (never acknowledged), or acknowledged records
                 // the disk damaged with nothing intact after them: the two look alike. Cut them,
-                // keep a copy, and forget their ids (see `Recovery::cut_from_seq`).
+                // keep a copy, and forget their ids (see `Recovery::absent`).
                 let cut = file_len - valid_end;
                 tracing::error!(
                     segment = %path.display(),
@@ -576,7 +593,6 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
                     "spool: cutting the damaged end of the spool (a write torn by a crash, or records the disk damaged); a copy is kept as .seg.corrupt"
                 );
                 keep_corrupt_copy(&path);
-                scan.cut_from_seq = Some(expected);
                 OpenOptions::new()
                     .write(true)
                     .open(&path)?
@@ -592,6 +608,7 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
         scan.next_seq = scan.next_seq.max(expected);
         if let Some(next) = next_first.filter(|&next| next > expected && next > checkpoint) {
             tracing::error!(segment = %path.display(), missing_from = expected, missing_to = next - 1, "spool: records are missing between two segments (the disk lost written data)");
+            scan.absent.push(expected..next);
         }
         let fully_delivered = next_first.is_some_and(|next| next <= checkpoint)
             || (next_first.is_none() && expected <= checkpoint && expected > first_seq);
@@ -600,6 +617,10 @@ fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u64>, Scan)>
         } else {
             kept.push(first_seq);
         }
+    }
+    if !segments.is_empty() {
+        // Nothing after the last intact record is in the spool.
+        scan.absent.push(scan.tail.end_seq..u64::MAX);
     }
     Ok((kept, scan))
 }

@@ -209,6 +209,18 @@ async fn memory_mode_delivers_every_accepted_event_when_sigterm_arrives() {
 /// one: every event answered 200 after the broker returns is in Kafka.
 #[tokio::test]
 async fn memory_mode_loses_nothing_to_a_producer_fenced_by_a_broker_stall() {
+    stall_then_post_in_memory_mode(Duration::from_secs(6)).await;
+}
+
+/// A longer stall: the producer may be replaced twice in a row, with records given back by both.
+#[tokio::test]
+async fn memory_mode_loses_nothing_to_a_producer_fenced_by_a_long_broker_stall() {
+    stall_then_post_in_memory_mode(Duration::from_secs(15)).await;
+}
+
+/// Freezes the broker for `stall` (longer than `message.timeout.ms`), then posts an event every
+/// 100 ms for 12 s: every one answered 200 must be in Kafka.
+async fn stall_then_post_in_memory_mode(stall: Duration) {
     let broker = crate::helpers::PrivateBroker::start();
     let app = spawn_app_with(Options {
         brokers: broker.address.clone(),
@@ -219,7 +231,7 @@ async fn memory_mode_loses_nothing_to_a_producer_fenced_by_a_broker_stall() {
     .await;
     app.accept_unique("course.completed.50").await;
     broker.pause();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(stall).await;
     broker.resume();
 
     let mut accepted = std::collections::HashSet::new();
