@@ -173,20 +173,11 @@ impl Application {
         };
         let shutdown_secs = config.shutdown_timeout().as_secs().max(1);
         let reload_target = ingress_state.clone();
-        let ingress = HttpServer::new(move || {
-            App::new()
-                .app_data(ingress_state.clone())
-                .configure(ingress::routes)
-        })
-        .workers(workers)
-        .disable_signals()
-        .shutdown_timeout(shutdown_secs)
-        .listen(ingress_listener)
-        .map_err(|source| StartupError::Bind {
-            address: config.server.listen,
-            source,
-        })?
-        .run();
+        let ingress = ingress_server(ingress_listener, ingress_state, workers, shutdown_secs)
+            .map_err(|source| StartupError::Bind {
+                address: config.server.listen,
+                source,
+            })?;
 
         let (reload, reload_requests) = tokio::sync::mpsc::channel(4);
         let reloader = Reloader {
@@ -345,6 +336,59 @@ impl Application {
         self.watcher.stop();
         Ok(undelivered)
     }
+}
+
+/// The ingress listener: actix-web's HTTP/1 service as `HttpServer` builds it, plus an
+/// `Expect: 100-continue` check ([`ingress::expect`]), which `HttpServer` does not let one set:
+/// a request the head checks refuse gets its final status instead of "100 Continue".
+fn ingress_server(
+    listener: TcpListener,
+    state: web::Data<Ingress>,
+    workers: usize,
+    shutdown_secs: u64,
+) -> std::io::Result<Server> {
+    use actix_http::{HttpService, KeepAlive, Request};
+    use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+    use actix_web::dev::AppConfig;
+
+    let address = listener.local_addr()?;
+    let builder = actix_server::Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    Ok(builder
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(shutdown_secs)
+        .listen("ingress", listener, move || {
+            let expect_state = state.clone();
+            let shutdown = shutdown.clone();
+            let app = App::new()
+                .app_data(state.clone())
+                .configure(ingress::routes)
+                .into_factory()
+                .map_err(|error: actix_web::Error| error.error_response());
+            HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                .keep_alive(KeepAlive::default())
+                .client_request_timeout(std::time::Duration::from_secs(5))
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                .local_addr(address)
+                .expect(fn_service(move |request: Request| {
+                    let refusal =
+                        ingress::expect(&expect_state, request.head(), request.peer_addr());
+                    async move {
+                        match refusal {
+                            None => Ok(request),
+                            Some(refusal) => Err(actix_http::Response::from(refusal)),
+                        }
+                    }
+                }))
+                .finish(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })?
+        .run())
 }
 
 #[allow(clippy::type_complexity)]

@@ -85,6 +85,24 @@ pub enum AuthError {
     StaleTimestamp,
 }
 
+/// The part of a request head that credentials are read from: from an actix-web request, or from
+/// the bare head an `Expect: 100-continue` check sees before the body is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    pub headers: &'a actix_web::http::header::HeaderMap,
+    /// The query string, without `?`.
+    pub query: &'a str,
+}
+
+impl<'a> From<&'a HttpRequest> for Head<'a> {
+    fn from(request: &'a HttpRequest) -> Head<'a> {
+        Head {
+            headers: request.headers(),
+            query: request.query_string(),
+        }
+    }
+}
+
 /// A request body whose sender has not been proven yet.
 #[derive(Debug)]
 pub struct Unverified(Bytes);
@@ -184,10 +202,11 @@ impl Authenticator {
 
     /// Checks what can be checked from the request head alone (credentials), so that a request
     /// without them is refused before its body is read. Signatures pass here.
-    pub fn check_head(&self, request: &HttpRequest) -> Result<(), AuthError> {
+    pub fn check_head<'a>(&self, head: impl Into<Head<'a>>) -> Result<(), AuthError> {
+        let head = head.into();
         match self {
-            Authenticator::Token(token) => token.verify(request),
-            Authenticator::Basic(basic) => basic.verify(request),
+            Authenticator::Token(token) => token.verify(head),
+            Authenticator::Basic(basic) => basic.verify(head.headers),
             Authenticator::None
             | Authenticator::Hmac { .. }
             | Authenticator::Stripe(_)

@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 
 use actix_web::http::header::HeaderName;
-use actix_web::HttpRequest;
 
 use super::settings::{TokenAuthSettings, TokenLocation};
 use super::{matches_any, resolve_secrets, AuthError, SettingsError};
@@ -36,13 +35,13 @@ impl TokenAuth {
         })
     }
 
-    pub fn verify(&self, request: &HttpRequest) -> Result<(), AuthError> {
+    pub fn verify(&self, head: super::Head<'_>) -> Result<(), AuthError> {
         let presented = match self.location {
-            TokenLocation::Query => query_param(request.query_string(), &self.name),
+            TokenLocation::Query => query_param(head.query, &self.name),
             TokenLocation::Header => self
                 .header
                 .as_ref()
-                .and_then(|header| request.headers().get(header))
+                .and_then(|header| head.headers.get(header))
                 .map(|value| Cow::Borrowed(strip_scheme(value.as_bytes(), b"bearer "))),
         };
         let presented = presented.ok_or(AuthError::MissingCredentials)?;

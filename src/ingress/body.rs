@@ -7,7 +7,6 @@
 
 use actix_web::http::header;
 use actix_web::web::{Bytes, BytesMut, Payload};
-use actix_web::HttpRequest;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
@@ -19,9 +18,8 @@ pub enum BodyError {
 }
 
 /// The declared `Content-Length`, if the request has a valid one.
-pub fn declared_length(request: &HttpRequest) -> Option<usize> {
-    request
-        .headers()
+pub fn declared_length(headers: &header::HeaderMap) -> Option<usize> {
+    headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
         .ok()?

@@ -29,7 +29,7 @@ use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::auth::Unverified;
+use crate::auth::{Head, Unverified};
 use crate::client_ip::{self, IpRanges};
 use crate::config::{AckMode, Config};
 use crate::event::Event;
@@ -206,7 +206,7 @@ async fn dispatch(
 ) -> HttpResponse {
     let started = Instant::now();
     let _in_flight = InFlight::enter(&ingress.metrics.in_flight);
-    let request_id = request_id(&request);
+    let request_id = request_id(request.headers());
     // Every line logged while handling the request carries its id.
     let span = tracing::info_span!("request", request_id = request_id.as_str());
     handle(&request, payload, &ingress, &request_id, started)
@@ -221,24 +221,117 @@ async fn handle(
     request_id: &str,
     started: Instant,
 ) -> HttpResponse {
-    let report = |entry, outcome| report(ingress, request, request_id, started, entry, outcome);
+    let path = request.path();
+    let report = |entry, outcome| report(ingress, path, request_id, started, entry, outcome);
     let live = ingress.live.load();
-    let Some(path) = HookPath::parse(request.path()) else {
-        return report(None, Err(Rejection::NotFound));
-    };
-    let entry = live.sources.get(path.source);
-    if request.method() != Method::POST {
-        return report(entry, Err(Rejection::MethodNotAllowed));
-    }
-    let Some(entry) = entry else {
-        return report(None, Err(Rejection::UnknownSource));
+    let admitted = match admit(
+        &live,
+        request.method(),
+        path,
+        request.into(),
+        request.peer_addr(),
+    ) {
+        Ok(admitted) => admitted,
+        Err((entry, rejection)) => return report(entry, Err(rejection)),
     };
     let received = SystemTime::now();
-    let outcome = accept(
-        request, path.event, payload, ingress, &live, entry, received,
-    )
-    .await;
+    let entry = admitted.entry;
+    let outcome = accept(request, admitted, payload, ingress, &live, received).await;
     report(Some(entry), outcome)
+}
+
+/// What the request head alone allowed.
+struct Admitted<'a> {
+    entry: &'a SourceEntry,
+    event: EventChoice,
+    content_type: &'a str,
+    declared_length: Option<usize>,
+}
+
+/// The checks that need only the request head, in order: a hook path, `POST`, a known source,
+/// an allowed client address, an accepted event, credentials, content type, declared length.
+/// Run by the handler, and before "100 Continue" for `Expect: 100-continue` ([`expect`]). A
+/// refusal carries the source's entry when the source is known (for its metrics).
+fn admit<'a>(
+    live: &'a Live,
+    method: &Method,
+    path: &'a str,
+    head: Head<'a>,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Admitted<'a>, (Option<&'a SourceEntry>, Rejection)> {
+    let Some(hook) = HookPath::parse(path) else {
+        return Err((None, Rejection::NotFound));
+    };
+    let entry = live.sources.get(hook.source);
+    if method != Method::POST {
+        return Err((entry, Rejection::MethodNotAllowed));
+    }
+    let Some(entry) = entry else {
+        return Err((None, Rejection::UnknownSource));
+    };
+    let refuse = |rejection| (Some(entry), rejection);
+    let source = &entry.source;
+    if let Some(allowed) = &source.allow_ips {
+        let client = client_ip::client_ip(peer, head.headers, &live.trusted_proxies);
+        if !client.is_some_and(|address| allowed.contains(address)) {
+            return Err(refuse(Rejection::ForbiddenIp));
+        }
+    }
+    let event = source
+        .event_type(hook.event)
+        .ok_or_else(|| refuse(Rejection::UnknownEvent))?;
+    source
+        .auth
+        .check_head(head)
+        .map_err(|error| refuse(Rejection::Unauthorized(error)))?;
+    let content_type = head
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| source.accepts_content_type(value))
+        .ok_or_else(|| {
+            refuse(Rejection::UnsupportedMediaType {
+                accepted: source.content_types.join(", "),
+            })
+        })?;
+    let limit = source.max_body_bytes;
+    let declared_length = body::declared_length(head.headers);
+    if declared_length.is_some_and(|length| length > limit) {
+        return Err(refuse(Rejection::PayloadTooLarge { limit }));
+    }
+    Ok(Admitted {
+        entry,
+        event,
+        content_type,
+        declared_length,
+    })
+}
+
+/// `Expect: 100-continue`: the head checks run before the relay answers "100 Continue", so that
+/// a request it will refuse gets its final status at once and its client never sends the body
+/// (RFC 9110 §10.1.1). `None`: continue; else the refusal, already counted and logged.
+pub fn expect(
+    ingress: &Ingress,
+    request: &actix_web::dev::RequestHead,
+    peer: Option<std::net::SocketAddr>,
+) -> Option<HttpResponse> {
+    let started = Instant::now();
+    let live = ingress.live.load();
+    let head = Head {
+        headers: &request.headers,
+        query: request.uri.query().unwrap_or(""),
+    };
+    let path = request.uri.path();
+    let (entry, rejection) = admit(&live, &request.method, path, head, peer).err()?;
+    let request_id = request_id(&request.headers);
+    Some(report(
+        ingress,
+        path,
+        &request_id,
+        started,
+        entry,
+        Err(rejection),
+    ))
 }
 
 /// The answer to an accepted event.
@@ -279,46 +372,21 @@ struct Delivered {
 #[allow(clippy::too_many_arguments)]
 async fn accept(
     request: &HttpRequest,
-    event: Option<&str>,
+    admitted: Admitted<'_>,
     mut payload: Payload,
     ingress: &Ingress,
     live: &Live,
-    entry: &SourceEntry,
     received: SystemTime,
 ) -> Result<Answer, Rejection> {
+    let Admitted {
+        entry,
+        event: event_choice,
+        content_type,
+        declared_length: declared,
+    } = admitted;
     let source = &entry.source;
     let deadline = tokio::time::Instant::now() + live.body_timeout;
-    if let Some(allowed) = &source.allow_ips {
-        let client = client_ip::client_ip(
-            request.peer_addr(),
-            request.headers(),
-            &live.trusted_proxies,
-        );
-        if !client.is_some_and(|address| allowed.contains(address)) {
-            return Err(Rejection::ForbiddenIp);
-        }
-    }
-    let event_choice = source.event_type(event).ok_or(Rejection::UnknownEvent)?;
-
-    source
-        .auth
-        .check_head(request)
-        .map_err(Rejection::Unauthorized)?;
-
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .filter(|value| source.accepts_content_type(value))
-        .ok_or_else(|| Rejection::UnsupportedMediaType {
-            accepted: source.content_types.join(", "),
-        })?;
-
     let limit = source.max_body_bytes;
-    let declared = body::declared_length(request);
-    if declared.is_some_and(|length| length > limit) {
-        return Err(Rejection::PayloadTooLarge { limit });
-    }
     let body: Bytes = body::read(&mut payload, limit, declared, deadline)
         .await
         .map_err(|error| match error {
@@ -651,7 +719,7 @@ async fn ensure_topic(ingress: &Ingress, live: &Live, topic: &str) -> Result<(),
 /// Answers the request, writes its log line and moves its metrics: the one place per request.
 fn report(
     ingress: &Ingress,
-    request: &HttpRequest,
+    path: &str,
     request_id: &str,
     started: Instant,
     entry: Option<&SourceEntry>,
@@ -704,7 +772,6 @@ fn report(
     }
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     // The path never includes the query string, which may carry a token.
-    let path = request.path();
     match &outcome {
         Ok(Answer::Challenge(_)) => tracing::info!(
             request_id,
@@ -781,9 +848,8 @@ fn accepted_response(delivered: &Delivered) -> HttpResponse {
 }
 
 /// The sender's `x-request-id` when it is short and plain, else a new UUIDv7.
-fn request_id(request: &HttpRequest) -> String {
-    request
-        .headers()
+fn request_id(headers: &header::HeaderMap) -> String {
+    headers
         .get(REQUEST_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .filter(|value| {

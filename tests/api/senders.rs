@@ -191,3 +191,77 @@ fn standard_webhooks_secrets_without_padding_are_accepted() {
         );
     }
 }
+
+/// `Expect: 100-continue`: a request the head checks refuse gets its final status without an
+/// interim "100 Continue", so the client never sends the body (RFC 9110 §10.1.1); one that
+/// passes them gets "100 Continue", then its answer.
+#[tokio::test]
+async fn a_request_that_will_be_refused_gets_no_100_continue() {
+    use crate::helpers::{sample, spawn_app, TOKEN};
+    use std::io::{Read, Write};
+
+    let app = spawn_app().await;
+    let address = app.socket_address();
+    let body = sample("course.completed.50");
+    let head = |query: &str, content_type: &str, length: usize| {
+        format!(
+            "POST /hooks/tagmango/course.completed.50{query} HTTP/1.1\r\nHost: relay\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+        )
+    };
+    let first_answer = move |head: String| {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut buffer = [0u8; 4096];
+        let read = stream.read(&mut buffer).unwrap();
+        (
+            String::from_utf8_lossy(&buffer[..read]).into_owned(),
+            stream,
+        )
+    };
+    for (what, head, status) in [
+        (
+            "wrong token",
+            head("?token=wrong", "application/json", body.len()),
+            "401",
+        ),
+        ("no token", head("", "application/json", body.len()), "401"),
+        (
+            "declared length over the limit",
+            head(&format!("?token={TOKEN}"), "application/json", 10_000_000),
+            "413",
+        ),
+        (
+            "unaccepted content type",
+            head(&format!("?token={TOKEN}"), "text/plain", body.len()),
+            "415",
+        ),
+    ] {
+        let (answer, _) = tokio::task::spawn_blocking(move || first_answer(head))
+            .await
+            .unwrap();
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: the first answer is {answer:?}"
+        );
+        assert!(!answer.contains("100 Continue"), "{what}: {answer:?}");
+    }
+
+    let good = head(&format!("?token={TOKEN}"), "application/json", body.len());
+    let (answer, mut stream) = tokio::task::spawn_blocking(move || first_answer(good))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 100 Continue"), "{answer:?}");
+    let answer = tokio::task::spawn_blocking(move || {
+        stream.write_all(&body).unwrap();
+        crate::helpers::read_response(&mut stream)
+    })
+    .await
+    .unwrap();
+    assert!(
+        answer.contains("200 OK") || answer.starts_with("HTTP/1.1 200"),
+        "{answer:?}"
+    );
+}
