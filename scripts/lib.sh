@@ -53,3 +53,26 @@ ensure_promtool() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq prometheus >/dev/null
 }
+
+# The senders' own libraries (Python and Node), pinned in tests/interop/, installed into
+# target/interop/ (outside the source tree) and reinstalled when the pins change. The interop
+# test (tests/api/interop.rs) runs tests/interop/run.py with them.
+ensure_interop() {
+  local root dir stamp wanted
+  root=$(pwd)
+  dir="$root/target/interop"
+  mkdir -p "$dir/js"
+  command -v node >/dev/null 2>&1 || { echo "error: node (20 or later) is needed for the interop test: install Node.js" >&2; exit 1; }
+  wanted=$(cat tests/interop/requirements.txt tests/interop/package.json tests/interop/package-lock.json | sha256sum | cut -d' ' -f1)
+  stamp="$dir/installed"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+    echo "==> installing the senders' libraries for the interop test (tests/interop/)"
+    [ -x "$dir/venv/bin/python" ] || python3 -m venv "$dir/venv"
+    "$dir/venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+    cp tests/interop/package.json tests/interop/package-lock.json "$dir/js/"
+    (cd "$dir/js" && npm ci --silent --no-audit --no-fund)
+    echo "$wanted" > "$stamp"
+  fi
+  export INTEROP_PYTHON="$dir/venv/bin/python"
+  export INTEROP_NODE_DIR="$dir/js"
+}

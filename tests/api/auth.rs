@@ -13,10 +13,10 @@ use crate::helpers::{
 };
 
 const OLD_SECRET: &str = "old-signing-secret";
-const NEW_SECRET: &str = "new-signing-secret";
+pub const NEW_SECRET: &str = "new-signing-secret";
 /// Standard Webhooks secrets: `whsec_` + base64 of the key.
 const OLD_WHSEC: &str = "whsec_b2xkLXN0YW5kYXJkLWtleQ==";
-const NEW_WHSEC: &str = "whsec_bmV3LXN0YW5kYXJkLWtleQ==";
+pub const NEW_WHSEC: &str = "whsec_bmV3LXN0YW5kYXJkLWtleQ==";
 const BASIC_USER: &str = "relay";
 const BODY: &[u8] =
     br#"{"id":"evt_1","type":"invoice.paid","event_id":"Ev1","event":{"type":"app_mention"}}"#;

@@ -12,6 +12,7 @@ mod disk;
 mod helpers;
 mod hostile;
 mod identity;
+mod interop;
 mod logs;
 mod observability;
 mod poison;
