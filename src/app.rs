@@ -375,9 +375,14 @@ fn ingress_server(
                 .client_request_timeout(std::time::Duration::from_secs(5))
                 .client_disconnect_timeout(std::time::Duration::from_secs(1))
                 .local_addr(address)
-                .expect(fn_service(move |request: Request| {
+                .expect(fn_service(move |mut request: Request| {
                     let refusal =
-                        ingress::expect(&expect_state, request.head(), request.peer_addr());
+                        ingress::expect(&expect_state, request.head(), request.peer_addr()).map(
+                            |refusal| {
+                                let reader = request.take_payload();
+                                ingress::hold_reader_until_written(refusal, reader)
+                            },
+                        );
                     async move {
                         match refusal {
                             None => Ok(request),

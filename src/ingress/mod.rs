@@ -12,11 +12,14 @@
 mod body;
 mod problem;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::ConnectionType;
 use actix_web::http::{Method, StatusCode};
 use actix_web::web::{self, Bytes, Payload};
 use actix_web::{HttpRequest, HttpResponse};
@@ -201,7 +204,7 @@ impl<'a> HookPath<'a> {
 
 async fn dispatch(
     request: HttpRequest,
-    payload: Payload,
+    mut payload: Payload,
     ingress: web::Data<Ingress>,
 ) -> HttpResponse {
     let started = Instant::now();
@@ -209,14 +212,57 @@ async fn dispatch(
     let request_id = request_id(request.headers());
     // Every line logged while handling the request carries its id.
     let span = tracing::info_span!("request", request_id = request_id.as_str());
-    handle(&request, payload, &ingress, &request_id, started)
+    let mut response = handle(&request, &mut payload, &ingress, &request_id, started)
         .instrument(span)
-        .await
+        .await;
+    if response.head().connection_type() == ConnectionType::Close {
+        // A refusal that leaves the body unread closes the connection. But actix-http drains a
+        // chunked body whose reader is gone and keeps the connection alive, for as long as the
+        // client trickles chunks; with the reader held until the refusal is written, it closes
+        // the connection instead.
+        response = hold_reader_until_written(response, payload);
+    }
+    response
+}
+
+/// Attaches the reader of a request body that a refusal leaves unread to the refusal's body, so
+/// that actix-http closes the connection once the refusal is written rather than draining the
+/// body (see [`dispatch`]; also used for refusals of `Expect: 100-continue` requests).
+pub fn hold_reader_until_written(response: HttpResponse, reader: impl Any) -> HttpResponse {
+    response.map_body(|_, body| match body.try_into_bytes() {
+        Ok(bytes) => BoxBody::new(UnreadBody {
+            bytes: Some(bytes),
+            _reader: Box::new(reader),
+        }),
+        Err(body) => body,
+    })
+}
+
+/// The body of a refusal, holding the reader of the request body it left unread until it is
+/// written (see [`dispatch`]).
+struct UnreadBody {
+    bytes: Option<Bytes>,
+    _reader: Box<dyn Any>,
+}
+
+impl MessageBody for UnreadBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.bytes.as_ref().map_or(0, |bytes| bytes.len() as u64))
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        std::task::Poll::Ready(self.get_mut().bytes.take().map(Ok))
+    }
 }
 
 async fn handle(
     request: &HttpRequest,
-    payload: Payload,
+    payload: &mut Payload,
     ingress: &Ingress,
     request_id: &str,
     started: Instant,
@@ -373,7 +419,7 @@ struct Delivered {
 async fn accept(
     request: &HttpRequest,
     admitted: Admitted<'_>,
-    mut payload: Payload,
+    payload: &mut Payload,
     ingress: &Ingress,
     live: &Live,
     received: SystemTime,
@@ -387,7 +433,7 @@ async fn accept(
     let source = &entry.source;
     let deadline = tokio::time::Instant::now() + live.body_timeout;
     let limit = source.max_body_bytes;
-    let body: Bytes = body::read(&mut payload, limit, declared, deadline)
+    let body: Bytes = body::read(payload, limit, declared, deadline)
         .await
         .map_err(|error| match error {
             body::BodyError::TooLarge => Rejection::PayloadTooLarge { limit },

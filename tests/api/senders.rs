@@ -265,3 +265,41 @@ async fn a_request_that_will_be_refused_gets_no_100_continue() {
         "{answer:?}"
     );
 }
+
+/// A chunked request refused from its head is answered and its connection closed: a client
+/// without credentials cannot keep the connection (or send further requests on it) by
+/// trickling chunks after its refusal.
+#[tokio::test]
+async fn a_chunked_request_refused_from_its_head_has_its_connection_closed() {
+    use std::io::{Read, Write};
+
+    let app = crate::helpers::spawn_app().await;
+    let address = app.socket_address();
+    for expect in ["", "Expect: 100-continue\r\n"] {
+        let closed = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let head = format!(
+                "POST /hooks/tagmango/course.completed.50?token=wrong HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n{expect}\r\n"
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            let answer = crate::helpers::read_response(&mut stream);
+            assert!(answer.starts_with("HTTP/1.1 401"), "{expect:?}: {answer:?}");
+            let started = std::time::Instant::now();
+            let mut rest = [0u8; 64];
+            // A trickled chunk must not keep it open.
+            let _ = stream.write_all(b"1\r\n{\r\n");
+            let closed = matches!(stream.read(&mut rest), Ok(0));
+            (closed, started.elapsed())
+        })
+        .await
+        .unwrap();
+        assert!(
+            closed.0 && closed.1 < Duration::from_secs(4),
+            "{expect:?}: the connection is closed after the refusal ({:?})",
+            closed.1
+        );
+    }
+}
