@@ -204,13 +204,30 @@ impl Authenticator {
     /// without them is refused before its body is read. Signatures pass here.
     pub fn check_head<'a>(&self, head: impl Into<Head<'a>>) -> Result<(), AuthError> {
         let head = head.into();
+        let present = |names: &[&str]| names.iter().any(|name| head.headers.contains_key(*name));
         match self {
             Authenticator::Token(token) => token.verify(head),
             Authenticator::Basic(basic) => basic.verify(head.headers),
-            Authenticator::None
-            | Authenticator::Hmac { .. }
-            | Authenticator::Stripe(_)
-            | Authenticator::StandardWebhooks(_) => Ok(()),
+            Authenticator::None => Ok(()),
+            // A signature is checked once the body is read; a request without one at all is
+            // refused from its head already.
+            Authenticator::Hmac { scheme, .. } => {
+                let signed = head.headers.contains_key(&scheme.header)
+                    || scheme
+                        .also
+                        .as_ref()
+                        .is_some_and(|also| head.headers.contains_key(also));
+                signed.then_some(()).ok_or(AuthError::MissingSignature)
+            }
+            Authenticator::Stripe(_) => present(&[stripe::SIGNATURE_HEADER])
+                .then_some(())
+                .ok_or(AuthError::MissingSignature),
+            Authenticator::StandardWebhooks(_) => present(&[
+                standard_webhooks::SIGNATURE_HEADER,
+                standard_webhooks::SVIX_SIGNATURE_HEADER,
+            ])
+            .then_some(())
+            .ok_or(AuthError::MissingSignature),
         }
     }
 

@@ -15,18 +15,18 @@ pub const TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
 /// "url_verification", "challenge": "..."}`), which Slack sends, signed, when a Request URL is
 /// saved; it expects the challenge back.
 pub fn url_verification_challenge(document: &serde_json::value::RawValue) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Handshake<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        challenge: Option<std::borrow::Cow<'a, str>>,
-    }
-    let handshake: Handshake<'_> = serde_json::from_str(document.get()).ok()?;
-    if handshake.kind != "url_verification" {
+    use crate::json::{text, Pointer};
+    // Looked up as every body field is (a duplicate key: its last occurrence).
+    let field = |name: &str| Pointer::parse(name).ok()?.lookup(document);
+    let kind = field("/type")?;
+    if !kind.get().starts_with('"') || text(kind) != "url_verification" {
         return None;
     }
-    handshake.challenge.map(std::borrow::Cow::into_owned)
+    let challenge = field("/challenge")?;
+    challenge
+        .get()
+        .starts_with('"')
+        .then(|| text(challenge).into_owned())
 }
 
 pub fn scheme(keys: Vec<Secret>, tolerance_secs: u64) -> HmacScheme {
@@ -39,5 +39,42 @@ pub fn scheme(keys: Vec<Secret>, tolerance_secs: u64) -> HmacScheme {
         signed: SignedContent::timestamped("v0:", ":"),
         timestamp: Some((HeaderName::from_static(TIMESTAMP_HEADER), tolerance_secs)),
         keys,
+    }
+}
+
+#[cfg(test)]
+mod handshake_tests {
+    use super::url_verification_challenge;
+
+    fn challenge(body: &str) -> Option<String> {
+        url_verification_challenge(crate::json::validate(body.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn url_verification_is_read_as_every_body_field_is() {
+        assert_eq!(
+            challenge(r#"{"type":"url_verification","challenge":"c1"}"#).as_deref(),
+            Some("c1")
+        );
+        // A duplicate key counts by its last occurrence, escapes are text.
+        assert_eq!(
+            challenge(
+                r#"{"type":"event_callback","type":"url\u005fverification","challenge":"c2"}"#
+            )
+            .as_deref(),
+            Some("c2")
+        );
+        assert_eq!(
+            challenge(r#"{"type":"event_callback","challenge":"c"}"#),
+            None
+        );
+        assert_eq!(
+            challenge(r#"{"type":"url_verification","challenge":1}"#),
+            None
+        );
+        assert_eq!(
+            challenge(r#"{"type":["url_verification"],"challenge":"c"}"#),
+            None
+        );
     }
 }
