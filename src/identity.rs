@@ -159,9 +159,10 @@ pub fn derive_id(
     let mut name = Name::new(source, event);
     if let IdFields::Fields(pointers) = &rule.fields {
         name.push(b'F', b"");
-        let complete = pointers
-            .iter()
-            .all(|pointer| match present(pointer, document) {
+        // One pass over the body for all the fields, not one per field.
+        let complete = json::lookup_all(document, pointers)
+            .into_iter()
+            .all(|value| match value.filter(|value| names_one(value)) {
                 Some(value) => {
                     name.push_value(value);
                     true
@@ -180,9 +181,12 @@ pub fn derive_id(
 /// The value at `pointer`, unless it is absent, `null` or `""`: none of those tells one
 /// occurrence from another.
 fn present<'a>(pointer: &Pointer, document: &'a RawValue) -> Option<&'a RawValue> {
-    pointer
-        .lookup(document)
-        .filter(|value| !matches!(value.get(), "null" | "\"\""))
+    pointer.lookup(document).filter(|value| names_one(value))
+}
+
+/// Whether a present value can tell occurrences apart: not `null`, not `""`.
+fn names_one(value: &RawValue) -> bool {
+    !matches!(value.get(), "null" | "\"\"")
 }
 
 /// A UUIDv5 name, hashed as its parts come (no buffer for the whole name). Every part is a tag

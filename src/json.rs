@@ -162,6 +162,67 @@ impl Pointer {
     }
 }
 
+/// The values `pointers` name in a validated document, in order: pointers to members of the
+/// top-level object are all found in one pass over it (the last duplicate wins, as in
+/// [`Pointer::lookup`]); deeper ones are looked up one by one.
+pub fn lookup_all<'a>(document: &'a RawValue, pointers: &[Pointer]) -> Vec<Option<&'a RawValue>> {
+    let mut found: Vec<Option<&'a RawValue>> = vec![None; pointers.len()];
+    let top: Vec<Option<&str>> = pointers
+        .iter()
+        .map(|pointer| match pointer.tokens.as_slice() {
+            [name] => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    if top.iter().any(Option::is_some) && document.get().starts_with('{') {
+        let mut deserializer = serde_json::Deserializer::from_str(document.get());
+        let members = MembersVisitor {
+            names: &top,
+            found: &mut found,
+        };
+        if deserializer.deserialize_map(members).is_err() {
+            found.iter_mut().for_each(|value| *value = None);
+        }
+    }
+    for ((value, pointer), name) in found.iter_mut().zip(pointers).zip(&top) {
+        if name.is_none() {
+            *value = pointer.lookup(document);
+        }
+    }
+    found
+}
+
+/// Fills `found[i]` with the member named `names[i]` (where it is `Some`), in one pass.
+struct MembersVisitor<'n, 'f, 'a> {
+    names: &'n [Option<&'n str>],
+    found: &'f mut Vec<Option<&'a RawValue>>,
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for MembersVisitor<'_, '_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            let key = Some(key.as_ref());
+            if self.names.contains(&key) {
+                let value = map.next_value::<&'de RawValue>()?;
+                for (slot, name) in self.found.iter_mut().zip(self.names) {
+                    if *name == key {
+                        *slot = Some(value);
+                    }
+                }
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Pointer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -302,6 +363,32 @@ impl<'de> DeserializeSeed<'de> for RawSeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_all_finds_what_each_lookup_finds_in_one_pass() {
+        let pointers: Vec<Pointer> = ["/a", "/b/c", "/missing", "/a", "/d"]
+            .iter()
+            .map(|text| Pointer::parse(text).unwrap())
+            .collect();
+        for body in [
+            r#"{"a":1,"b":{"c":"x"},"d":"first","d":"last"}"#,
+            r#"{"d":null,"b":[],"a":{"n":[1,2]}}"#,
+            r#"[1,2,3]"#,
+            r#""text""#,
+            r#"{}"#,
+        ] {
+            let document = validate(body.as_bytes()).unwrap();
+            let one_by_one: Vec<Option<&str>> = pointers
+                .iter()
+                .map(|pointer| pointer.lookup(document).map(RawValue::get))
+                .collect();
+            let all: Vec<Option<&str>> = lookup_all(document, &pointers)
+                .into_iter()
+                .map(|value| value.map(RawValue::get))
+                .collect();
+            assert_eq!(all, one_by_one, "{body}");
+        }
+    }
 
     const SAMPLE: &[u8] = br#"{
 "name": "Student Name",
