@@ -211,29 +211,34 @@ impl Requeued {
         source: Option<Arc<SourceMetrics>>,
         on_delivered: Option<OnDelivered>,
     ) -> Requeued {
-        use rdkafka::message::Headers;
         Requeued {
             topic: message.topic().to_owned(),
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().unwrap_or_default().to_vec(),
-            headers: message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|header| {
-                            (
-                                header.key.to_owned(),
-                                header.value.unwrap_or_default().to_vec(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            headers: owned_headers(message),
             source,
             on_delivered,
         }
     }
+}
+
+/// A Kafka message's headers, copied.
+pub fn owned_headers(message: &impl Message) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::message::Headers;
+    message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|header| {
+                    (
+                        header.key.to_owned(),
+                        header.value.unwrap_or_default().to_vec(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Records given back by broken producers, shared by every producer the publisher creates.
