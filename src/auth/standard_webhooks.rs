@@ -75,6 +75,11 @@ fn headers_of(headers: &HeaderMap) -> Result<[&str; 3], AuthError> {
     };
     let mut values = [""; 3];
     for (value, name) in values.iter_mut().zip(names) {
+        // A repeated id, timestamp or signature header is refused: which copy a proxy or a
+        // consumer would take is not defined.
+        if headers.get_all(name).nth(1).is_some() {
+            return Err(AuthError::InvalidSignature);
+        }
         *value = headers
             .get(name)
             .ok_or(AuthError::MissingSignature)?

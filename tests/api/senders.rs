@@ -66,6 +66,16 @@ async fn an_unsigned_id_of_the_other_header_family_cannot_name_the_event() {
     )
     .await;
 
+    // A repeated id header (the signed one first, another after) is refused too.
+    let mut repeated = Sender::StandardWebhooks.headers(body, now());
+    repeated.push(("webhook-id".to_owned(), "msg_attacker_chosen".to_owned()));
+    assert_problem(
+        relay.post("standard", &repeated, body).await,
+        401,
+        "invalid_signature",
+    )
+    .await;
+
     // The same id under both names is no conflict.
     let mut both = svix;
     both.push(("webhook-id".to_owned(), "msg_2mK1".to_owned()));
