@@ -8,7 +8,7 @@
 //! idempotency and producer steps. The fuzzer can ask for a request signed with the source's
 //! secret (at a skewed clock), so the steps after authentication are reached for every scheme.
 //!
-//! Checked on every input: no panic; the status is one the README documents; every answer carries
+//! Checked on every input: no panic; the status is one docs/api.md documents; every answer carries
 //! `x-request-id`; every refusal is a problem-details body whose `status` and `code` agree with
 //! the answer; nothing is accepted by the relay that is not ready, nor by a source that needs
 //! credentials the request was not given. `HOOKRELAY_FUZZ_TRACE=1` prints every answer (to see
@@ -38,7 +38,7 @@ use hookrelay::metrics::Metrics;
 use hookrelay::publisher::Publisher;
 use hookrelay::topics::Topics;
 
-/// Every status the README's HTTP API table lists for the ingress listener.
+/// Every status the HTTP API table of docs/api.md lists for the ingress listener.
 const DOCUMENTED: &[u16] = &[
     200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 503,
 ];

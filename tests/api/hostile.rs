@@ -1,4 +1,4 @@
-//! Hostile input: every odd body or request head gets its defined answer (README, "Hostile
+//! Hostile input: every odd body or request head gets its defined answer (docs/api.md, "Hostile
 //! input"), never a crash, a stall, a secret or an internal error text.
 
 use std::time::Duration;
