@@ -76,3 +76,15 @@ ensure_interop() {
   export INTEROP_PYTHON="$dir/venv/bin/python"
   export INTEROP_NODE_DIR="$dir/js"
 }
+
+# wrk (Debian package) measures peak throughput in scripts/bench with far less CPU than oha.
+ensure_wrk() {
+  if command -v wrk >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "==> installing wrk (Debian package)"
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+}
