@@ -42,16 +42,22 @@ port_in_use() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# promtool (Debian's prometheus package) checks the metrics scrape and the alert rules in tests.
-ensure_promtool() {
-  if command -v promtool >/dev/null 2>&1; then
+# Installs Debian package $2 when command $1 is missing.
+ensure_debian_package() {
+  local command=$1 package=$2
+  if command -v "$command" >/dev/null 2>&1; then
     return 0
   fi
-  echo "==> installing promtool (Debian package prometheus)"
+  echo "==> installing $command (Debian package $package)"
   local sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$package" >/dev/null
+}
+
+# promtool (Debian's prometheus package) checks the metrics scrape and the alert rules in tests.
+ensure_promtool() {
+  ensure_debian_package promtool prometheus
 }
 
 # The senders' own libraries (Python and Node), pinned in tests/interop/, installed into
@@ -79,12 +85,5 @@ ensure_interop() {
 
 # wrk (Debian package) measures peak throughput in scripts/bench with far less CPU than oha.
 ensure_wrk() {
-  if command -v wrk >/dev/null 2>&1; then
-    return 0
-  fi
-  echo "==> installing wrk (Debian package)"
-  local sudo=""
-  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+  ensure_debian_package wrk wrk
 }

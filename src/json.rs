@@ -152,6 +152,14 @@ impl Pointer {
         &self.text
     }
 
+    /// The member name, when this pointer names a member of the top-level object (`/email`).
+    fn member(&self) -> Option<&str> {
+        match self.tokens.as_slice() {
+            [name] => Some(name),
+            _ => None,
+        }
+    }
+
     /// The value this pointer names in a validated document, if present.
     pub fn lookup<'a>(&self, document: &'a RawValue) -> Option<&'a RawValue> {
         let mut current = document;
@@ -167,34 +175,29 @@ impl Pointer {
 /// [`Pointer::lookup`]); deeper ones are looked up one by one.
 pub fn lookup_all<'a>(document: &'a RawValue, pointers: &[Pointer]) -> Vec<Option<&'a RawValue>> {
     let mut found: Vec<Option<&'a RawValue>> = vec![None; pointers.len()];
-    let top: Vec<Option<&str>> = pointers
-        .iter()
-        .map(|pointer| match pointer.tokens.as_slice() {
-            [name] => Some(name.as_str()),
-            _ => None,
-        })
-        .collect();
-    if top.iter().any(Option::is_some) && document.get().starts_with('{') {
+    if pointers.iter().any(|pointer| pointer.member().is_some()) && document.get().starts_with('{')
+    {
         let mut deserializer = serde_json::Deserializer::from_str(document.get());
         let members = MembersVisitor {
-            names: &top,
+            pointers,
             found: &mut found,
         };
         if deserializer.deserialize_map(members).is_err() {
             found.iter_mut().for_each(|value| *value = None);
         }
     }
-    for ((value, pointer), name) in found.iter_mut().zip(pointers).zip(&top) {
-        if name.is_none() {
+    for (value, pointer) in found.iter_mut().zip(pointers) {
+        if pointer.member().is_none() {
             *value = pointer.lookup(document);
         }
     }
     found
 }
 
-/// Fills `found[i]` with the member named `names[i]` (where it is `Some`), in one pass.
-struct MembersVisitor<'n, 'f, 'a> {
-    names: &'n [Option<&'n str>],
+/// Fills `found[i]` with the top-level member `pointers[i]` names (where it names one), in one
+/// pass over the object.
+struct MembersVisitor<'p, 'f, 'a> {
+    pointers: &'p [Pointer],
     found: &'f mut Vec<Option<&'a RawValue>>,
 }
 
@@ -208,10 +211,10 @@ impl<'de: 'a, 'a> Visitor<'de> for MembersVisitor<'_, '_, 'a> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
             let key = Some(key.as_ref());
-            if self.names.contains(&key) {
+            if self.pointers.iter().any(|pointer| pointer.member() == key) {
                 let value = map.next_value::<&'de RawValue>()?;
-                for (slot, name) in self.found.iter_mut().zip(self.names) {
-                    if *name == key {
+                for (slot, pointer) in self.found.iter_mut().zip(self.pointers) {
+                    if pointer.member() == key {
                         *slot = Some(value);
                     }
                 }

@@ -279,7 +279,7 @@ impl Metrics {
         register(Box::new(forwarder_retries.clone()));
         let spool_records_lost = IntCounter::new(
             SPOOL_RECORDS_LOST_TOTAL,
-            "Spooled records the disk corrupted or lost after their fsync, skipped by the forwarder.",
+            "Spooled records the disk corrupted or lost after their fsync, or that this version cannot decode, skipped by the forwarder.",
         )
         .expect("metric definitions are static and valid");
         register(Box::new(spool_records_lost.clone()));

@@ -512,29 +512,22 @@ impl Publisher {
                 .unwrap_or_else(|poison| poison.into_inner()),
         )
         .into_iter();
-        while let Some(record) = requeued.next() {
-            let Requeued {
-                topic,
-                key,
-                value,
-                headers: owned_headers,
-                source,
-                on_delivered,
-            } = record;
-            let headers: Vec<(&str, &[u8])> = owned_headers
+        while let Some(mut record) = requeued.next() {
+            let pending = Box::new(Pending {
+                source: record.source.clone(),
+                accepted: Instant::now(),
+                notify: Notify::Memory(record.on_delivered.take()),
+            });
+            let headers: Vec<(&str, &[u8])> = record
+                .headers
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.as_slice()))
                 .collect();
-            let pending = Box::new(Pending {
-                source: source.clone(),
-                accepted: Instant::now(),
-                notify: Notify::Memory(on_delivered),
-            });
             let sent = self.try_send(
                 Record {
-                    topic: &topic,
-                    key: key.as_deref().unwrap_or_default(),
-                    value: &value,
+                    topic: &record.topic,
+                    key: record.key.as_deref().unwrap_or_default(),
+                    value: &record.value,
                     headers: self::headers(&headers),
                 },
                 pending,
@@ -542,29 +535,21 @@ impl Publisher {
             match sent {
                 Ok(()) => {}
                 Err((PublishError::QueueFull | PublishError::Replacing, pending)) => {
-                    let on_delivered = match pending.notify {
-                        Notify::Memory(on_delivered) => on_delivered,
-                        _ => None,
-                    };
-                    drop(headers);
+                    // Not now: it and the rest wait for the next call, callback included.
+                    if let Notify::Memory(on_delivered) = pending.notify {
+                        record.on_delivered = on_delivered;
+                    }
                     let mut queue = self
                         .requeue
                         .lock()
                         .unwrap_or_else(|poison| poison.into_inner());
-                    queue.push(Requeued {
-                        topic,
-                        key,
-                        value,
-                        headers: owned_headers,
-                        source,
-                        on_delivered,
-                    });
+                    queue.push(record);
                     queue.extend(requeued);
                     return;
                 }
                 Err((error, _)) => {
                     self.unacknowledged_memory.fetch_sub(1, Ordering::Relaxed);
-                    if let Some(source) = &source {
+                    if let Some(source) = &record.source {
                         source.failed.inc();
                     }
                     tracing::error!(%error, "record lost: a memory-mode event could not be sent again after the producer was replaced");

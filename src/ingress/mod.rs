@@ -482,7 +482,7 @@ async fn accept(
     if let Some(challenge) = source.auth.handshake(document) {
         return Ok(Answer::Challenge(challenge));
     }
-    let event_type = match event_choice.clone() {
+    let event_type = match event_choice {
         EventChoice::Decided(event) => event,
         EventChoice::FromSender => {
             source

@@ -3,7 +3,8 @@
 //! Each record is a frame: `len: u32 | crc32: u32 | seq: u64 | payload (len bytes)`, little
 //! endian, where the CRC-32 covers `seq` and the payload. A torn write (crash mid-append) or a
 //! flipped bit shows up as a short frame, an impossible length, a checksum mismatch or a sequence
-//! gap, and recovery stops there.
+//! gap; readers resynchronise at the next intact frame, and only a tail with nothing intact after
+//! it is cut.
 //!
 //! The payload holds everything needed to build the Kafka record later:
 //! `version: u8 | received_ms: u64 | source | topic | key | headers | value`, where strings and

@@ -9,10 +9,14 @@
 //! [`CHECKPOINT_EVERY`] (a crash re-sends at most that much: at-least-once). Segments entirely
 //! below the checkpoint are retired (kept for reuse as the next segment, or deleted).
 //!
-//! A failed delivery (librdkafka gave up after `message.timeout.ms`, or a permanent error)
-//! rewinds: once every in-flight record has its report, reading restarts at the first failed
+//! A retriable failure (librdkafka gave up after `message.timeout.ms`, a broker error that may
+//! pass) rewinds: once every in-flight record has its report, reading restarts at the first failed
 //! record, after a pause. Records after it that were delivered are sent again, so that nothing
-//! is dropped and the last copies of a key's records arrive in order.
+//! is dropped and the last copies of a key's records arrive in order. A permanent refusal
+//! ([`Refusal::Permanent`]: too large, topic gone, not authorized, invalid) does not rewind: the
+//! record goes to the dead-letter topic, else the dead-letter directory ([`DeadLetters`]), and the
+//! records behind it flow on. Records the disk damaged are skipped at the next intact one and
+//! counted lost.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;

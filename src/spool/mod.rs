@@ -22,10 +22,13 @@
 //! commit of 25 ms after every segment deletion. The writer overwrites a reused segment as it
 //! writes a new one, zeros ahead of its records, so its old records are never next to new ones.
 //!
-//! Recovery after a crash scans every segment. In the last one, the zeros after the records (up
-//! to the next 1 MiB step) are kept; anything else there is a torn or corrupt tail, cut off and
-//! logged. What lies past that step (a reused segment's old records) is zeroed by the writer
-//! before its records get there.
+//! Recovery after a crash scans every segment. A damaged record with intact ones after it is
+//! skipped: the scan resynchronises at the next intact frame ([`find_next_frame`]). In the last
+//! segment, the zeros after the records (up to the next 1 MiB step) are kept; anything else there
+//! with nothing intact after it is a torn or damaged tail, cut off (a copy kept) and logged. What
+//! lies past that step (a reused segment's old records) is zeroed by the writer before its
+//! records get there. Sequence numbers that recovery finds absent are reported
+//! ([`Recovery::absent`]) so that the ids remembered for them are forgotten.
 
 pub mod codec;
 pub mod dead;

@@ -268,9 +268,7 @@ pub struct TestConfig {
 
 impl TestConfig {
     pub fn new(options: &Options) -> TestConfig {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let token_file = dir.path().join("tagmango.token");
-        std::fs::write(&token_file, TOKEN).expect("token file");
+        let (dir, token_file) = Self::dir_with_token();
         let prefix = unique_prefix();
         let ports = two_free_ports();
         let events = TAGMANGO_SAMPLES
@@ -327,6 +325,19 @@ key = "/email"
             extra = options.extra,
             server_extra = options.server_extra,
         );
+        Self::write(dir, prefix, &text)
+    }
+
+    /// A temporary directory holding the TagMango token file, and that file.
+    fn dir_with_token() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token_file = dir.path().join("tagmango.token");
+        std::fs::write(&token_file, TOKEN).expect("token file");
+        (dir, token_file)
+    }
+
+    /// Writes `text` as the configuration file in `dir`.
+    fn write(dir: tempfile::TempDir, prefix: String, text: &str) -> TestConfig {
         let path = dir.path().join("hookrelay.toml");
         std::fs::write(&path, text).expect("config file");
         TestConfig {
@@ -340,9 +351,7 @@ key = "/email"
     /// listeners, the broker, the spool directory, a topic prefix, the token (a file instead of
     /// an environment variable) and absolute paths to the schemas and samples.
     pub fn shipped(brokers: &str) -> TestConfig {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let token_file = dir.path().join("tagmango.token");
-        std::fs::write(&token_file, TOKEN).expect("token file");
+        let (dir, token_file) = Self::dir_with_token();
         let prefix = unique_prefix();
         let (ingress, admin) = two_free_ports();
         let root = env!("CARGO_MANIFEST_DIR");
@@ -389,13 +398,7 @@ key = "/email"
             );
             text = text.replacen(shipped, &test, 1);
         }
-        let path = dir.path().join("hookrelay.toml");
-        std::fs::write(&path, text).expect("config file");
-        TestConfig {
-            _dir: dir,
-            path,
-            prefix,
-        }
+        Self::write(dir, prefix, &text)
     }
 
     /// Rewrites the configuration's lines that start with one of `replacements`' prefixes
