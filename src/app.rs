@@ -20,6 +20,7 @@ use crate::metrics::{Metrics, SourceMetrics};
 use crate::publisher::Publisher;
 use crate::reload::{ReloadRequest, Reloader};
 use crate::spool::{DeadLetterRoute, Spool, SpoolParts, SpoolThreads};
+use crate::tls::Certificates;
 use crate::topics::{Topics, Watcher};
 
 /// Why the relay could not start.
@@ -36,6 +37,8 @@ pub enum StartupError {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot set up TLS: {0}")]
+    Tls(rustls::Error),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
     #[error("cannot open the spool in {dir}: {source}")]
@@ -173,7 +176,12 @@ impl Application {
         };
         let shutdown_secs = config.shutdown_timeout().as_secs().max(1);
         let reload_target = ingress_state.clone();
-        let ingress = ingress_server(ingress_listener, ingress_state, workers, shutdown_secs)
+        let certificates = config.tls.clone().map(Certificates::new);
+        let tls = match &certificates {
+            Some(certificates) => Some(certificates.server_config().map_err(StartupError::Tls)?),
+            None => None,
+        };
+        let ingress = ingress_server(ingress_listener, ingress_state, workers, shutdown_secs, tls)
             .map_err(|source| StartupError::Bind {
                 address: config.server.listen,
                 source,
@@ -186,6 +194,7 @@ impl Application {
             ingress: reload_target,
             topics: topics.clone(),
             publisher: publisher.clone(),
+            certificates,
             success: metrics.reload_success.clone(),
         };
         let admin_state = web::Data::new(Admin {
@@ -254,6 +263,7 @@ impl Application {
         let admin_task = tokio::spawn(self.admin);
         tracing::info!(
             ingress = %self.config.server.listen,
+            tls = self.config.tls.is_some(),
             ingress_port = self.ingress_port,
             admin_port = self.admin_port,
             sources = self.config.sources.len(),
@@ -340,15 +350,17 @@ impl Application {
 
 /// The ingress listener: actix-web's HTTP/1 service as `HttpServer` builds it, plus an
 /// `Expect: 100-continue` check ([`ingress::expect`]), which `HttpServer` does not let one set:
-/// a request the head checks refuse gets its final status instead of "100 Continue".
+/// a request the head checks refuse gets its final status instead of "100 Continue". With
+/// `tls`, every connection is a TLS one first (the certificate from [`Certificates`]).
 fn ingress_server(
     listener: TcpListener,
     state: web::Data<Ingress>,
     workers: usize,
     shutdown_secs: u64,
+    tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<Server> {
     use actix_http::{HttpService, KeepAlive, Request};
-    use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+    use actix_service::{boxed, fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
     use actix_web::dev::AppConfig;
 
     let address = listener.local_addr()?;
@@ -366,32 +378,43 @@ fn ingress_server(
                 .configure(ingress::routes)
                 .into_factory()
                 .map_err(|error: actix_web::Error| error.error_response());
-            HttpService::build()
-                .graceful_shutdown_signal(move || {
-                    let shutdown = shutdown.clone();
-                    async move { shutdown.notified().await }
-                })
-                .keep_alive(KeepAlive::default())
-                .client_request_timeout(std::time::Duration::from_secs(5))
-                .client_disconnect_timeout(std::time::Duration::from_secs(1))
-                .local_addr(address)
-                .expect(fn_service(move |mut request: Request| {
-                    let refusal =
-                        ingress::expect(&expect_state, request.head(), request.peer_addr()).map(
-                            |refusal| {
-                                let reader = request.take_payload();
-                                ingress::hold_reader_until_written(refusal, reader)
-                            },
-                        );
-                    async move {
-                        match refusal {
-                            None => Ok(request),
-                            Some(refusal) => Err(actix_http::Response::from(refusal)),
-                        }
-                    }
-                }))
-                .finish(map_config(app, |_| AppConfig::default()))
-                .tcp()
+            // The same service over plain TCP or over TLS: the stream type is part of its
+            // type, so it is written once and built for the one this listener uses.
+            macro_rules! http_service {
+                () => {
+                    HttpService::build()
+                        .graceful_shutdown_signal(move || {
+                            let shutdown = shutdown.clone();
+                            async move { shutdown.notified().await }
+                        })
+                        .keep_alive(KeepAlive::default())
+                        .client_request_timeout(std::time::Duration::from_secs(5))
+                        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                        .local_addr(address)
+                        .expect(fn_service(move |mut request: Request| {
+                            let refusal =
+                                ingress::expect(&expect_state, request.head(), request.peer_addr())
+                                    .map(|refusal| {
+                                        let reader = request.take_payload();
+                                        ingress::hold_reader_until_written(refusal, reader)
+                                    });
+                            async move {
+                                match refusal {
+                                    None => Ok(request),
+                                    Some(refusal) => Err(actix_http::Response::from(refusal)),
+                                }
+                            }
+                        }))
+                        .finish(map_config(app, |_| AppConfig::default()))
+                };
+            }
+            // Boxed, so that both kinds of listener share this closure's type.
+            match &tls {
+                Some(tls) => {
+                    boxed::factory(http_service!().rustls_0_23(tls.clone()).map_err(|_| ()))
+                }
+                None => boxed::factory(http_service!().tcp().map_err(|_| ())),
+            }
         })?
         .run())
 }

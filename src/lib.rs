@@ -10,7 +10,7 @@
 //! [`idempotency`] (the deduplication window), [`publisher`] (the Kafka producer),
 //! [`topics`] (topic existence), [`retry`] (`Retry-After` estimates),
 //! [`health`] (readiness), [`admin`] (metrics and probes), [`metrics`], [`telemetry`] (logs),
-//! [`app`] (start-up and shutdown), [`reload`] (configuration reload), [`tail`] (reading a topic back), [`cli`] (commands).
+//! [`app`] (start-up and shutdown), [`tls`] (HTTPS on the ingress), [`reload`] (configuration reload), [`tail`] (reading a topic back), [`cli`] (commands).
 
 pub mod admin;
 pub mod app;
@@ -33,4 +33,5 @@ pub mod source;
 pub mod spool;
 pub mod tail;
 pub mod telemetry;
+pub mod tls;
 pub mod topics;

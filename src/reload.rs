@@ -5,7 +5,8 @@
 //! exist), is refused: the relay keeps serving with the configuration it has, logs why, and sets
 //! `hookrelay_config_reload_success` to 0. Otherwise sources, secrets, limits, schemas and timeouts
 //! switch at once; requests in flight finish with the configuration they started with.
-//! Settings only a restart can apply (listeners, workers, Kafka connection, spool location,
+//! A new TLS certificate (`server.tls` files) serves new connections at once. Settings only a
+//! restart can apply (listeners, HTTPS on or off, workers, Kafka connection, spool location,
 //! logging, deduplication windows) are reported, and keep their running values.
 
 use std::collections::BTreeSet;
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::ingress::Ingress;
 use crate::publisher::Publisher;
+use crate::tls::Certificates;
 use crate::topics::Topics;
 
 /// A reload asked for over HTTP, answered with its outcome.
@@ -41,6 +43,8 @@ pub struct Reloader {
     pub ingress: actix_web::web::Data<Ingress>,
     pub topics: Arc<Topics>,
     pub publisher: Arc<Publisher>,
+    /// The ingress certificate, when it serves HTTPS: a reload re-reads the files and swaps it.
+    pub certificates: Option<Arc<Certificates>>,
     pub success: prometheus::IntGauge,
 }
 
@@ -107,6 +111,9 @@ impl Reloader {
         }
         self.ingress.reload(&config)?;
         self.topics.set_required(required);
+        if let (Some(certificates), Some(key)) = (&self.certificates, &config.tls) {
+            certificates.replace(key.clone());
+        }
         Ok(restart_required(&self.started, &config))
     }
 }
@@ -123,6 +130,8 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<String> {
     check("server.listen", a.listen != b.listen);
     check("server.admin_listen", a.admin_listen != b.admin_listen);
     check("server.workers", a.workers != b.workers);
+    // Turning HTTPS on or off changes the listener; new certificate files do not.
+    check("server.tls", a.tls.is_some() != b.tls.is_some());
     check(
         "server.shutdown_timeout_ms",
         a.shutdown_timeout_ms != b.shutdown_timeout_ms,

@@ -18,6 +18,7 @@ pub use secret::Secret;
 pub use settings::{
     AckMode, DeliverySettings, EventIdentitySettings, IdempotencySettings, KafkaSettings,
     LogFormat, RateLimitSettings, ServerSettings, Settings, SourceSettings, TelemetrySettings,
+    TlsSettings,
 };
 
 pub use crate::auth::{AuthSettings, TokenAuthSettings, TokenLocation};
@@ -47,6 +48,8 @@ pub struct Config {
     pub sources: Vec<Source>,
     /// `server.trusted_proxies`, parsed.
     pub trusted_proxies: IpRanges,
+    /// `server.tls`, read and checked: the certificate chain and its key.
+    pub tls: Option<std::sync::Arc<rustls::sign::CertifiedKey>>,
     /// The file this configuration was read from (what a reload reads again).
     pub path: Option<std::path::PathBuf>,
 }
@@ -101,6 +104,11 @@ impl Config {
                 errors.push(format!("server.trusted_proxies[{index}]"), reason);
             }
             IpRanges::default()
+        });
+        let tls = server.tls.as_ref().and_then(|tls| {
+            crate::tls::load(tls)
+                .map_err(|reason| errors.push("server.tls", reason.to_string()))
+                .ok()
         });
         if settings.kafka.brokers.trim().is_empty() {
             errors.push("kafka.brokers", "must list at least one host:port");
@@ -165,6 +173,7 @@ impl Config {
             telemetry: settings.telemetry,
             sources,
             trusted_proxies,
+            tls,
             path: None,
         })
     }

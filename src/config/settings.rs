@@ -52,6 +52,18 @@ pub struct ServerSettings {
     /// Proxies (CIDR networks or addresses) whose `X-Forwarded-For` is believed when checking a
     /// source's `allow_ips`; empty means the TCP peer is always the client.
     pub trusted_proxies: Vec<String>,
+    /// HTTPS on the ingress listener: `{ cert = "file:/path/fullchain.pem", key = "file:/path/key.pem" }`.
+    /// Absent: plain HTTP (for a reverse proxy in front, or a private network).
+    pub tls: Option<TlsSettings>,
+}
+
+/// `server.tls`: a PEM certificate chain (leaf first) and its private key, each `file:/path` or
+/// `env:NAME`. Both are read again on reload.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert: String,
+    pub key: String,
 }
 
 impl Default for ServerSettings {
@@ -67,6 +79,7 @@ impl Default for ServerSettings {
             workers: 0,
             max_json_depth: 127,
             trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 }

@@ -22,3 +22,4 @@ mod reload;
 mod schema;
 mod senders;
 mod spool;
+mod tls;

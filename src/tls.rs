@@ -1,0 +1,158 @@
+//! HTTPS on the ingress listener (`server.tls`): rustls with a PEM certificate chain and key.
+//!
+//! A sender's hook URL is on the public internet and carries a token, so the relay can terminate
+//! TLS itself (TLS 1.2 and 1.3 only, the `ring` provider). The certificate lives behind a
+//! [`Certificates`] resolver that every worker shares: a reload that reads new files swaps it in
+//! place, so a renewed certificate reaches new connections while open ones go on undisturbed.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::{Secret, TlsSettings};
+
+/// Why a certificate and key cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{key}: {reason}")]
+    Unreadable { key: &'static str, reason: String },
+    #[error("cert: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)")]
+    NoCertificate,
+    #[error("cert: not a PEM certificate chain: {0}")]
+    BadCertificate(rustls::pki_types::pem::Error),
+    #[error("key: no PEM private key found (PKCS#8, PKCS#1 or SEC1): {0}")]
+    BadKey(rustls::pki_types::pem::Error),
+    #[error("the private key does not belong to the certificate (or is of a kind rustls cannot sign with): {0}")]
+    Mismatch(rustls::Error),
+}
+
+/// Reads and checks `server.tls`: the chain parses, the key parses, and the key is the
+/// certificate's. What `check-config`, the start and every reload run.
+pub fn load(settings: &TlsSettings) -> Result<Arc<CertifiedKey>, TlsError> {
+    let read = |key: &'static str, reference: &str| {
+        Secret::resolve(reference).map_err(|reason| TlsError::Unreadable { key, reason })
+    };
+    let cert = read("cert", &settings.cert)?;
+    let key = read("key", &settings.key)?;
+    let chain = CertificateDer::pem_slice_iter(cert.expose())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(TlsError::BadCertificate)?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    let key = PrivateKeyDer::from_pem_slice(key.expose()).map_err(TlsError::BadKey)?;
+    CertifiedKey::from_der(chain, key, &provider())
+        .map(Arc::new)
+        .map_err(TlsError::Mismatch)
+}
+
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// The certificate the ingress serves, replaceable while it serves.
+#[derive(Debug)]
+pub struct Certificates(ArcSwap<CertifiedKey>);
+
+impl Certificates {
+    pub fn new(key: Arc<CertifiedKey>) -> Arc<Self> {
+        Arc::new(Self(ArcSwap::new(key)))
+    }
+
+    /// New connections get `key` from now on.
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        self.0.store(key);
+    }
+
+    /// The rustls configuration of the ingress: TLS 1.2 and 1.3, no client certificates, the
+    /// certificate from `self` (actix-http adds the `http/1.1` ALPN protocol).
+    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, rustls::Error> {
+        Ok(
+            rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_cert_resolver(self.clone()),
+        )
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Files {
+        _dir: tempfile::TempDir,
+        settings: TlsSettings,
+    }
+
+    fn write(cert: &str, key: &str) -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        Files {
+            settings: TlsSettings {
+                cert: format!("file:{}", cert_path.display()),
+                key: format!("file:{}", key_path.display()),
+            },
+            _dir: dir,
+        }
+    }
+
+    fn generated() -> rcgen::CertifiedKey<rcgen::KeyPair> {
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap()
+    }
+
+    #[test]
+    fn a_generated_certificate_and_its_key_load() {
+        let pair = generated();
+        let files = write(&pair.cert.pem(), &pair.signing_key.serialize_pem());
+        let key = load(&files.settings).unwrap();
+        assert_eq!(key.cert.len(), 1);
+        assert_eq!(key.cert[0].as_ref(), pair.cert.der().as_ref());
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let (one, other) = (generated(), generated());
+        let files = write(&one.cert.pem(), &other.signing_key.serialize_pem());
+        let error = load(&files.settings).unwrap_err();
+        assert!(matches!(error, TlsError::Mismatch(_)), "{error}");
+    }
+
+    #[test]
+    fn files_without_pem_blocks_are_refused_by_name() {
+        let pair = generated();
+        let files = write("not a certificate", &pair.signing_key.serialize_pem());
+        assert!(matches!(
+            load(&files.settings).unwrap_err(),
+            TlsError::NoCertificate
+        ));
+        let files = write(&pair.cert.pem(), "not a key");
+        let error = load(&files.settings).unwrap_err().to_string();
+        assert!(error.starts_with("key: no PEM private key"), "{error}");
+    }
+
+    #[test]
+    fn an_unreadable_file_names_the_key_and_the_path() {
+        let settings = TlsSettings {
+            cert: "file:/nonexistent/cert.pem".to_owned(),
+            key: "file:/nonexistent/key.pem".to_owned(),
+        };
+        let error = load(&settings).unwrap_err().to_string();
+        assert!(
+            error.starts_with("cert: cannot read secret file /nonexistent/cert.pem"),
+            "{error}"
+        );
+    }
+}

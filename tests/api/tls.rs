@@ -1,0 +1,253 @@
+//! HTTPS on the ingress (`server.tls`): events arrive over TLS and reach Kafka, and a reload to
+//! renewed certificate files serves new connections without dropping the open ones.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::helpers::{read_records, sample, spawn_app_with, Options, TOKEN};
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, with its key, as PEM.
+struct Identity {
+    cert: String,
+    key: String,
+}
+
+fn new_identity() -> Identity {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let pair = rcgen::generate_simple_self_signed(names).unwrap();
+    Identity {
+        cert: pair.cert.pem(),
+        key: pair.signing_key.serialize_pem(),
+    }
+}
+
+/// Writes `identity` to `cert.pem` and `key.pem` in `dir` (replacing what is there).
+fn install(dir: &Path, identity: &Identity) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &identity.cert).unwrap();
+    std::fs::write(&key, &identity.key).unwrap();
+    (cert, key)
+}
+
+/// A client that trusts exactly the given certificates and reports the one it was served.
+fn client_trusting(identities: &[&Identity]) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .tls_info(true)
+        .timeout(Duration::from_secs(10));
+    for identity in identities {
+        builder = builder.add_root_certificate(
+            reqwest::Certificate::from_pem(identity.cert.as_bytes()).unwrap(),
+        );
+    }
+    builder.build().unwrap()
+}
+
+fn der_of(identity: &Identity) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(identity.cert.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// A course-progress body of its own (its own event id).
+fn progress(step: &str) -> Vec<u8> {
+    format!(
+        "{{\"email\":\"tls-{}@example.com\",\"courseId\":\"c{step}\",\"lastProgressOn\":\"2026-12-01T10:00Z\"}}",
+        uuid::Uuid::now_v7().simple()
+    )
+    .into_bytes()
+}
+
+/// Posts `body` over HTTPS; returns the status and the certificate the server presented.
+async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("HTTPS request answered");
+    let served = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .expect("the server's certificate")
+        .to_vec();
+    (response.status().as_u16(), served)
+}
+
+#[tokio::test]
+async fn events_sent_over_https_reach_kafka_and_a_renewed_certificate_serves_new_connections() {
+    let files = tempfile::tempdir().unwrap();
+    let (first, second) = (new_identity(), new_identity());
+    let (cert, key) = install(files.path(), &first);
+    let app = spawn_app_with(Options {
+        server_extra: format!(
+            "tls = {{ cert = \"file:{}\", key = \"file:{}\" }}",
+            cert.display(),
+            key.display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let port = app.socket_address().port();
+    let url =
+        |event: &str| format!("https://localhost:{port}/hooks/tagmango/{event}?token={TOKEN}");
+
+    // Accepted over TLS, and the raw bytes are what Kafka holds.
+    let old_client = client_trusting(&[&first]);
+    let body = sample("course.completed.50");
+    let (status, served) = post(&old_client, &url("course.completed.50"), body.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(served, der_of(&first));
+    let records = read_records(
+        app.config.topic("course.completed.50"),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value, body);
+
+    // Plain HTTP on the TLS port gets no answer a sender could take for an acceptance.
+    let plain = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/hooks/tagmango/course.completed.50?token={TOKEN}"
+        ))
+        .header("content-type", "application/json")
+        .body(sample("course.completed.50"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || !plain.unwrap().status().is_success(),
+        "plain HTTP accepted on the HTTPS listener"
+    );
+
+    // Renewed files, then a reload: new connections get the new certificate ...
+    install(files.path(), &second);
+    let outcome: serde_json::Value = app
+        .client
+        .post(format!("{}/-/reload", app.admin_address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(outcome["status"], "reloaded", "{outcome}");
+    assert_eq!(
+        outcome["restart_required"],
+        serde_json::json!([]),
+        "{outcome}"
+    );
+    let new_client = client_trusting(&[&first, &second]);
+    let (status, served) = post(&new_client, &url("course.completed.50"), progress("75")).await;
+    assert_eq!(status, 200);
+    assert_eq!(served, der_of(&second), "a new connection after the reload");
+    // ... and a client that trusts only the old one can no longer connect anew,
+    let error = client_trusting(&[&first])
+        .post(url("course.completed.50"))
+        .header("content-type", "application/json")
+        .body(progress("100"))
+        .send()
+        .await
+        .expect_err("the old certificate is no longer served");
+    assert!(error.is_connect(), "{error:?}");
+    // ... while the connection opened before the reload goes on with the old one.
+    let (status, served) = post(&old_client, &url("course.completed.50"), progress("100")).await;
+    assert_eq!(status, 200);
+    assert_eq!(served, der_of(&first), "the open connection was kept");
+
+    // A key that is not the certificate's is refused by the reload; the running one stays.
+    let third = new_identity();
+    std::fs::write(&cert, &third.cert).unwrap();
+    std::fs::write(&key, &second.key).unwrap();
+    let outcome: serde_json::Value = app
+        .client
+        .post(format!("{}/-/reload", app.admin_address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(outcome["status"], "failed", "{outcome}");
+    let reason = outcome["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("server.tls: the private key does not belong"),
+        "{reason}"
+    );
+    let (status, served) = post(
+        &client_trusting(&[&second]),
+        &url("course.completed.50"),
+        progress("25"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(served, der_of(&second));
+
+    let delivered = read_records(
+        app.config.topic("course.completed.50"),
+        5,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(delivered.len(), 4, "every event answered 200 is in Kafka");
+}
+
+#[test]
+fn check_config_refuses_unreadable_and_mismatched_certificate_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, other) = (new_identity(), new_identity());
+    let (cert, _) = install(dir.path(), &one);
+    let other_key = dir.path().join("other-key.pem");
+    std::fs::write(&other_key, &other.key).unwrap();
+    let config = |cert: &str, key: &str| {
+        let path = dir.path().join("hookrelay.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[server]
+tls = {{ cert = "{cert}", key = "{key}" }}
+[sources.tagmango]
+auth = {{ type = "none" }}
+"#
+            ),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let cert_ref = format!("file:{}", cert.display());
+
+    let mismatched = config(&cert_ref, &format!("file:{}", other_key.display()));
+    assert_eq!(mismatched.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&mismatched.stderr);
+    assert!(
+        stderr.contains("server.tls: the private key does not belong to the certificate"),
+        "{stderr}"
+    );
+
+    let unreadable = config(&cert_ref, "file:/nonexistent/key.pem");
+    assert_eq!(unreadable.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&unreadable.stderr);
+    assert!(stderr.contains("server.tls: key: cannot read"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/key.pem"), "{stderr}");
+
+    let matching = config(
+        &cert_ref,
+        &format!("file:{}", dir.path().join("key.pem").display()),
+    );
+    assert!(
+        !String::from_utf8_lossy(&matching.stderr).contains("server.tls"),
+        "{}",
+        String::from_utf8_lossy(&matching.stderr)
+    );
+}
