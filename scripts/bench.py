@@ -64,7 +64,7 @@ def oha(url, duration, connections, rate=None):
     command = [
         "oha", "--no-tui", "--output-format", "json", "-z", f"{duration}s",
         "-c", str(connections), "-m", "POST",
-        "-H", "content-type: application/json", "-D", SAMPLE,
+        "-H", "content-type: application/json", "-D", SAMPLE, "--insecure",
     ]
     if rate:
         command += ["-q", str(int(rate)), "--latency-correction"]
@@ -186,21 +186,41 @@ def slow_fsyncs(admin_port):
     return total - buckets.get("0.005", 0), total - buckets.get("0.025", 0)
 
 
+def self_signed_certificate(directory):
+    """A throw-away P-256 certificate for localhost (openssl), for the HTTPS rows."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-days", "1", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
 def run_target(name, args, brokers):
     port, admin_port = free_port(), free_port()
     workdir = tempfile.mkdtemp(prefix=f"hookrelay-bench-{name}-", dir=args.spool_dir)
-    prefix = f"bench{int(time.time())}{name}"
+    prefix = f"bench{int(time.time())}{name.replace('-', '')}"
     config = os.path.join(ROOT, "config/hookrelay.toml")
-    if name == "bare":
-        process = subprocess.Popen([BARE, str(port), "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # "NAME-tls": the same server over HTTPS (a certificate made for this run).
+    mode, tls = name.removesuffix("-tls"), name.endswith("-tls")
+    cert_files = self_signed_certificate(workdir) if tls else ()
+    if mode == "bare":
+        process = subprocess.Popen([BARE, str(port), "1", *cert_files],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         env = None
     else:
-        env = relay_env(name, brokers, port, admin_port, os.path.join(workdir, "spool"), prefix)
+        env = relay_env(mode, brokers, port, admin_port, os.path.join(workdir, "spool"), prefix)
+        if tls:
+            env["HOOKRELAY__SERVER__TLS__CERT"] = f"file:{cert_files[0]}"
+            env["HOOKRELAY__SERVER__TLS__KEY"] = f"file:{cert_files[1]}"
         log = open(os.path.join(workdir, "relay.log"), "w")
         process = subprocess.Popen([RELAY, "serve", "--config", config], env=env, stdout=log, stderr=log)
     wait_port(port)
-    url = f"http://127.0.0.1:{port}/hooks/tagmango/course.completed.50?token={TOKEN}"
-    connections = args.broker_connections if name == "broker" else args.connections
+    scheme = "https" if tls else "http"
+    url = f"{scheme}://127.0.0.1:{port}/hooks/tagmango/course.completed.50?token={TOKEN}"
+    connections = args.broker_connections if mode == "broker" else args.connections
     oha(url, 2, connections)  # warm-up: connections, topic metadata, page cache
     cpu_before = cpu_seconds(process.pid)
     peak = oha(url, args.duration, connections)
@@ -208,7 +228,7 @@ def run_target(name, args, brokers):
     wrk_cpu_before = cpu_seconds(process.pid)
     wrk_peak = wrk(url, args.duration, connections)
     wrk_cpu = cpu_seconds(process.pid) - wrk_cpu_before
-    slow_before = slow_fsyncs(admin_port) if name == "spool" else None
+    slow_before = slow_fsyncs(admin_port) if mode == "spool" else None
     steady = oha(url, 10, connections, rate=peak["rps"] * 0.5)
     rss = peak_rss_mib(process.pid)
     row = {
@@ -225,7 +245,7 @@ def run_target(name, args, brokers):
         after = slow_fsyncs(admin_port)
         row["slow_fsyncs"] = (after[0] - slow_before[0], after[1] - slow_before[1])
     if env:
-        if name == "spool":
+        if mode == "spool":
             # Let the forwarder empty the spool before the relay stops.
             deadline = time.time() + 120
             while time.time() < deadline and (metric(admin_port, "hookrelay_spool_records") or 0) > 0:
@@ -246,7 +266,8 @@ def main():
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--broker-connections", type=int, default=256)
-    parser.add_argument("--targets", default="bare,memory,spool,broker")
+    parser.add_argument("--targets", default="bare,memory,spool,broker,bare-tls,spool-tls",
+                        help="servers to load; NAME-tls is NAME over HTTPS, compared with bare-tls")
     parser.add_argument("--spool-dir", default=None,
                         help="directory for the spool (default: the system's temporary directory)")
     args = parser.parse_args()
@@ -269,16 +290,19 @@ def main():
         broker.kill()
         broker.wait()
 
-    bare = next((row for row in rows if row["name"] == "bare"), None)
+    baselines = {row["name"]: row for row in rows if row["name"] in ("bare", "bare-tls")}
     lines = [
         f"Machine: {os.cpu_count()} cores, {os.uname().machine}; relay and bare server with 1 HTTP worker; "
         f"oha (and wrk, 1 thread), tansu and the server on the same host; {args.duration} s per load phase; "
-        f"{args.connections} keep-alive connections ({args.broker_connections} for broker mode).",
+        f"{args.connections} keep-alive connections ({args.broker_connections} for broker mode). "
+        "Rows NAME-tls serve HTTPS (TLS 1.3, P-256 certificate) and their × columns compare with bare-tls.",
         "",
         "| server | requests/s | × bare | p50 ms | p99 ms | p99.9 ms | errors | CPU ms / 1k req | × bare | wrk requests/s | × bare | wrk CPU ms / 1k req | × bare | peak RSS MiB | p50 / p99 / p99.9 ms at 50 % load | delivered = accepted |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
+        # HTTPS rows are compared with the bare server over HTTPS, the others with plain HTTP.
+        bare = baselines.get("bare-tls" if row["name"].endswith("-tls") else "bare")
         rps_ratio = f"{row['rps'] / bare['rps']:.2f}" if bare else "-"
         cpu_ratio = f"{row['cpu_per_1k'] / bare['cpu_per_1k']:.2f}" if bare and bare["cpu_per_1k"] else "-"
         wrk_ratio = f"{row['wrk_rps'] / bare['wrk_rps']:.2f}" if bare and bare["wrk_rps"] else "-"

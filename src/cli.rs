@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config`, `tail`, `sign`, `spool status`, `spool dead`.
+//! The command line: `serve`, `check-config`, `tail`, `sign`, `register`, `spool status`,
+//! `spool dead`.
 //!
 //! Exit codes: 0 success, 1 the relay failed at run time, 2 bad usage or configuration.
 
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{self, Application};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::register;
 use crate::tail::{self, StartAt, Tail};
 use crate::telemetry;
 
@@ -76,6 +78,39 @@ enum Command {
         /// Base URL of the relay.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
+    },
+    /// Subscribe the relay at the sender (TagMango's integration API): one hook URL per event,
+    /// built from the public URL, the source and its first token.
+    Register {
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// The source to register (it needs a `register` table).
+        #[arg(long, short)]
+        source: String,
+        /// Where senders reach the relay, such as https://relay.example.com.
+        #[arg(long)]
+        public_url: String,
+        /// An event to register (repeatable); default: every event of the source's list.
+        #[arg(long = "event", short)]
+        events: Vec<String>,
+        /// Only this course's events (the sender's `course` filter).
+        #[arg(long)]
+        course: Option<String>,
+        /// Only this mango's events (the sender's `mango` filter).
+        #[arg(long)]
+        mango: Option<String>,
+        /// Only this webinar's events (the sender's `webinar` filter).
+        #[arg(long)]
+        webinar: Option<String>,
+        /// Print the calls as curl commands instead of making them.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run, print the token and the API key instead of masking them.
+        #[arg(long, requires = "dry_run")]
+        show_secrets: bool,
+        /// Accept an http:// public URL (the token would travel in clear text).
+        #[arg(long)]
+        allow_http: bool,
     },
     /// Inspect the durable spool.
     Spool {
@@ -162,6 +197,110 @@ pub fn run() -> ExitCode {
             body,
             url,
         } => sign(&config, &source, event.as_deref(), &body, &url),
+        Command::Register {
+            config,
+            source,
+            public_url,
+            events,
+            course,
+            mango,
+            webinar,
+            dry_run,
+            show_secrets,
+            allow_http,
+        } => register(
+            &config,
+            &source,
+            &register::Request {
+                public_url,
+                events,
+                course,
+                mango,
+                webinar,
+                allow_http,
+            },
+            dry_run.then_some(show_secrets),
+        ),
+    }
+}
+
+/// `register`; `dry_run` is `Some(show_secrets)` to print the calls instead of making them.
+fn register(
+    path: &std::path::Path,
+    source: &str,
+    request: &register::Request,
+    dry_run: Option<bool>,
+) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let Some(source) = config.sources.iter().find(|s| s.name.as_str() == source) else {
+        eprintln!(
+            "hookrelay register: no source {source:?} in {}",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let plan = match register::Plan::new(source, request) {
+        Ok(plan) => plan,
+        Err(error) => {
+            eprintln!("hookrelay register: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let api_key = || {
+        register::api_key(source.name.as_str(), &plan.api_key_reference).map_err(|error| {
+            eprintln!("hookrelay register: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        })
+    };
+    if let Some(show_secrets) = dry_run {
+        // Masked, the calls show even where the key is not at hand.
+        let key = match show_secrets.then(api_key).transpose() {
+            Ok(key) => key,
+            Err(code) => return code,
+        };
+        for command in plan.curl_commands(key.as_deref()) {
+            println!("{command}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let api_key = match api_key() {
+        Ok(key) => key,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("hookrelay register: cannot start: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let outcomes = runtime.block_on(plan.send(&api_key));
+    for outcome in &outcomes {
+        println!("{}", outcome.line());
+    }
+    let failed = outcomes
+        .iter()
+        .filter(|outcome| !outcome.succeeded())
+        .count();
+    if failed == 0 {
+        eprintln!(
+            "hookrelay register: {} events registered at {}",
+            outcomes.len(),
+            plan.api_url
+        );
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "hookrelay register: {failed} of {} events not registered (run again for those: --event NAME)",
+            outcomes.len()
+        );
+        ExitCode::from(EXIT_FAILURE)
     }
 }
 

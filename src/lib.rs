@@ -10,7 +10,7 @@
 //! [`idempotency`] (the deduplication window), [`publisher`] (the Kafka producer),
 //! [`topics`] (topic existence), [`retry`] (`Retry-After` estimates),
 //! [`health`] (readiness), [`admin`] (metrics and probes), [`metrics`], [`telemetry`] (logs),
-//! [`app`] (start-up and shutdown), [`tls`] (HTTPS on the ingress), [`reload`] (configuration reload), [`tail`] (reading a topic back), [`cli`] (commands).
+//! [`app`] (start-up and shutdown), [`tls`] (HTTPS on the ingress), [`reload`] (configuration reload), [`tail`] (reading a topic back), [`register`] (subscribing at the sender), [`cli`] (commands).
 
 pub mod admin;
 pub mod app;
@@ -26,6 +26,7 @@ pub mod ingress;
 pub mod json;
 pub mod metrics;
 pub mod publisher;
+pub mod register;
 pub mod reload;
 pub mod retry;
 pub mod schema;

@@ -12,7 +12,9 @@ use serde_json::value::RawValue;
 
 use crate::auth::Authenticator;
 use crate::client_ip::IpRanges;
-use crate::config::{AckMode, ConfigErrors, Settings, SourceSettings};
+use crate::config::{
+    AckMode, AuthSettings, ConfigErrors, RegisterSettings, Settings, SourceSettings, TokenLocation,
+};
 use crate::identity::Identity;
 use crate::json::{self, Pointer};
 use crate::schema::Schemas;
@@ -272,6 +274,26 @@ pub struct Source {
     pub samples: Option<String>,
     /// Keep authenticated events the relay refuses on the dead-letter topic.
     pub dead_letter_refused: bool,
+    /// The sender's registration API, for `hookrelay register` only.
+    pub register: Option<RegisterSettings>,
+}
+
+/// `[sources.NAME.register]`: a key reference, an HTTP(S) URL, and a token the hook URL can carry.
+fn check_register(
+    path: &str,
+    register: &RegisterSettings,
+    auth: &AuthSettings,
+    errors: &mut ConfigErrors,
+) {
+    for (key, reason) in crate::register::check_settings(register) {
+        errors.push(format!("{path}.register.{key}"), reason);
+    }
+    if !matches!(auth, AuthSettings::Token(token) if token.location == TokenLocation::Query) {
+        errors.push(
+            format!("{path}.register"),
+            "register puts the token in the hook URL: auth must be type = \"token\" with in = \"query\"",
+        );
+    }
 }
 
 impl Source {
@@ -541,6 +563,10 @@ impl Source {
             }
         }
 
+        if let Some(register) = &settings.register {
+            check_register(&path, register, &settings.auth, &mut errors);
+        }
+
         match (source_name, topic, auth, success_status) {
             (Ok(name), Ok(topic), Ok(auth), Some(success_status)) if errors.is_empty() => {
                 Ok(Source {
@@ -564,6 +590,7 @@ impl Source {
                     schemas,
                     samples: settings.samples.clone(),
                     dead_letter_refused: settings.dead_letter_refused,
+                    register: settings.register.clone(),
                 })
             }
             _ => Err(errors),

@@ -17,8 +17,8 @@ use figment::Figment;
 pub use secret::Secret;
 pub use settings::{
     AckMode, DeliverySettings, EventIdentitySettings, IdempotencySettings, KafkaSettings,
-    LogFormat, RateLimitSettings, ServerSettings, Settings, SourceSettings, TelemetrySettings,
-    TlsSettings,
+    LogFormat, RateLimitSettings, RegisterSettings, ServerSettings, Settings, SourceSettings,
+    TelemetrySettings, TlsSettings, TAGMANGO_REGISTER_API_URL,
 };
 
 pub use crate::auth::{AuthSettings, TokenAuthSettings, TokenLocation};

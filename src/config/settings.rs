@@ -260,6 +260,30 @@ pub struct SourceSettings {
     /// `check-config` reads it, to warn when an event's identity fields are not in its sample.
     #[serde(default)]
     pub samples: Option<String>,
+    /// The sender's webhook registration API, for `hookrelay register` (TagMango's integration
+    /// API). Only that command reads it; the relay itself never calls the sender.
+    #[serde(default)]
+    pub register: Option<RegisterSettings>,
+}
+
+/// `[sources.NAME.register]`: where and with which key `hookrelay register` subscribes the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterSettings {
+    /// The creator's API key: `env:NAME` or `file:/path`. Resolved by `hookrelay register` only,
+    /// so the relay does not need it to serve.
+    pub api_key: String,
+    /// The registration endpoint.
+    #[serde(default = "default_register_api_url")]
+    pub api_url: String,
+}
+
+/// TagMango's documented webhook registration endpoint.
+pub const TAGMANGO_REGISTER_API_URL: &str =
+    "https://api-prod-new.tagmango.com/api/v1/integration/webhook/webhook";
+
+fn default_register_api_url() -> String {
+    TAGMANGO_REGISTER_API_URL.to_owned()
 }
 
 /// `rate_limit = { per_second = N, burst = M }`: a token bucket per source.

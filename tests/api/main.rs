@@ -18,6 +18,7 @@ mod observability;
 mod poison;
 mod publish;
 mod refusals;
+mod register;
 mod reload;
 mod schema;
 mod senders;
