@@ -9,6 +9,7 @@ mod auth;
 mod cli;
 mod delivery;
 mod disk;
+mod guide;
 mod helpers;
 mod hostile;
 mod identity;

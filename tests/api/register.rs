@@ -13,28 +13,28 @@ use crate::helpers::{
 };
 
 const API_KEY: &str = "tm-api-key-5c1e9b";
-const API_PATH: &str = "/api/v1/integration/webhook/webhook";
+pub const API_PATH: &str = "/api/v1/integration/webhook/webhook";
 
 /// One call the fake API received.
 #[derive(Debug, Clone)]
-struct Call {
-    method: String,
-    path: String,
-    headers: BTreeMap<String, String>,
-    body: serde_json::Value,
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: serde_json::Value,
 }
 
 /// A stand-in for the registration API: records every call and answers with the given
 /// statuses in turn (the last one repeats). Its answers echo the request body, as an API that
 /// returns the created hook would, so that masking is put to the test.
-struct FakeApi {
-    url: String,
+pub struct FakeApi {
+    pub url: String,
     calls: Arc<Mutex<Vec<Call>>>,
     server: actix_web::dev::ServerHandle,
 }
 
 impl FakeApi {
-    fn start(statuses: &'static [u16]) -> FakeApi {
+    pub fn start(statuses: &'static [u16]) -> FakeApi {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let recorded = calls.clone();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -79,7 +79,7 @@ impl FakeApi {
         }
     }
 
-    fn calls(&self) -> Vec<Call> {
+    pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
 }
