@@ -73,8 +73,8 @@ pub struct Plan {
     pub api_url: String,
     pub api_key_reference: String,
     pub registrations: Vec<Registration>,
-    /// The token as it appears in the hook URLs (query-encoded), to mask it in any output.
-    token: String,
+    /// Every spelling of the token an output could carry, longest first, to mask it.
+    token_spellings: Vec<String>,
 }
 
 /// Checks `[sources.NAME.register]` at load: the key is a reference, the URL parses.
@@ -117,10 +117,7 @@ impl Plan {
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair(&token.name, &String::from_utf8_lossy(first))
             .finish();
-        let encoded_token = query
-            .split_once('=')
-            .map(|(_, value)| value.to_owned())
-            .unwrap_or_default();
+        let token_spellings = spellings(&String::from_utf8_lossy(first));
         let registrations = events
             .into_iter()
             .map(|event| Registration {
@@ -138,15 +135,21 @@ impl Plan {
             api_url: settings.api_url.clone(),
             api_key_reference: settings.api_key.clone(),
             registrations,
-            token: encoded_token,
+            token_spellings,
         })
     }
 
-    /// `text` with the token (and `api_key`, when given) replaced by placeholders.
+    /// `text` with the token (and `api_key`, when given) replaced by placeholders, in every
+    /// spelling an API could echo them in (as sent, URL-encoded, JSON-escaped).
     pub fn mask(&self, text: &str, api_key: Option<&str>) -> String {
-        let mut masked = replace_secret(text, &self.token, HIDDEN_TOKEN);
+        let mut masked = text.to_owned();
+        for spelling in &self.token_spellings {
+            masked = replace_secret(&masked, spelling, HIDDEN_TOKEN);
+        }
         if let Some(key) = api_key {
-            masked = replace_secret(&masked, key, HIDDEN_API_KEY);
+            for spelling in spellings(key) {
+                masked = replace_secret(&masked, &spelling, HIDDEN_API_KEY);
+            }
         }
         masked
     }
@@ -173,7 +176,9 @@ impl Plan {
 
     /// Sends every registration; returns one outcome per event, in order.
     pub async fn send(&self, api_key: &str) -> Vec<Outcome> {
+        // No redirects: a redirect would carry the API key to wherever it points.
         let client = match reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(CALL_TIMEOUT)
             .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -193,9 +198,13 @@ impl Plan {
         let mut outcomes = Vec::with_capacity(self.registrations.len());
         for registration in &self.registrations {
             let result = call(&client, &self.api_url, api_key, registration).await;
+            // Masked before it is cut to one line, so no cut leaves part of a secret.
+            let mask = |text: &str| self.mask(text, Some(api_key));
             outcomes.push(Outcome {
                 event: registration.event.clone(),
-                result: result.map(|(status, answer)| (status, self.mask(&answer, Some(api_key)))),
+                result: result
+                    .map(|(status, answer)| (status, one_line(&mask(&answer))))
+                    .map_err(|error| mask(&error)),
             });
         }
         outcomes
@@ -245,7 +254,7 @@ async fn call(
         .text()
         .await
         .map_err(|error| format!("the answer could not be read: {error}"))?;
-    Ok((status, one_line(&answer)))
+    Ok((status, answer))
 }
 
 /// A reqwest error as an operator reads it: which URL, and what went wrong underneath.
@@ -341,6 +350,25 @@ pub const HIDDEN_TOKEN: &str = "<token hidden>";
 /// What the API key shows as in any output.
 pub const HIDDEN_API_KEY: &str = "<api key hidden>";
 
+/// `secret` as sent, URL-encoded (both ways of writing a space), and each of those JSON-escaped:
+/// the forms an API's answer or an error may carry it in. Longest first, so that no shorter form
+/// is replaced inside a longer one and leaves the rest of it.
+fn spellings(secret: &str) -> Vec<String> {
+    let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let percent = form.replace('+', "%20");
+    let mut forms = vec![secret.to_owned(), form, percent];
+    let escaped: Vec<String> = forms
+        .iter()
+        .filter_map(|form| serde_json::to_string(form).ok())
+        .map(|quoted| quoted[1..quoted.len() - 1].to_owned())
+        .collect();
+    forms.extend(escaped);
+    forms.retain(|form| !form.is_empty());
+    forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+    forms.dedup();
+    forms
+}
+
 fn replace_secret(text: &str, secret: &str, placeholder: &str) -> String {
     if secret.is_empty() {
         text.to_owned()
@@ -414,6 +442,34 @@ mod tests {
             replace_secret(text, "s3cret-token", HIDDEN_TOKEN),
             "token=<token hidden> and again <token hidden>"
         );
+    }
+
+    #[test]
+    fn every_spelling_of_a_secret_is_hidden() {
+        let secret = "a b+c/d&\"é";
+        let answers = [
+            format!("raw {secret}"),
+            format!(
+                "form {}",
+                form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>()
+            ),
+            "percent a%20b%2Bc%2Fd%26%22%C3%A9".to_owned(),
+            format!("json {}", serde_json::to_string(secret).unwrap()),
+        ];
+        for answer in answers {
+            let mut masked = answer.clone();
+            for spelling in spellings(secret) {
+                masked = replace_secret(&masked, &spelling, HIDDEN_TOKEN);
+            }
+            assert!(
+                masked.ends_with(HIDDEN_TOKEN) || masked.ends_with("\"<token hidden>\""),
+                "{answer} -> {masked}"
+            );
+            assert!(
+                !masked.contains("b+c") && !masked.contains("%2F") && !masked.contains("c/d"),
+                "{masked}"
+            );
+        }
     }
 
     #[test]
