@@ -177,6 +177,9 @@ impl Application {
         let shutdown_secs = config.shutdown_timeout().as_secs().max(1);
         let reload_target = ingress_state.clone();
         let certificates = config.tls.clone().map(Certificates::new);
+        if let Some(key) = &config.tls {
+            crate::tls::watch_expiry(key, &metrics.tls_certificate_expiry);
+        }
         let tls = match &certificates {
             Some(certificates) => Some(certificates.server_config().map_err(StartupError::Tls)?),
             None => None,
@@ -195,6 +198,7 @@ impl Application {
             topics: topics.clone(),
             publisher: publisher.clone(),
             certificates,
+            certificate_expiry: metrics.tls_certificate_expiry.clone(),
             success: metrics.reload_success.clone(),
         };
         let admin_state = web::Data::new(Admin {

@@ -391,6 +391,22 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     println!("{}: ok", path.display());
+    if let Some(key) = &config.tls {
+        match crate::tls::expires_at(key) {
+            Some(expiry) => {
+                let date = humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_secs(expiry.max(0) as u64),
+                );
+                println!("  tls: certificate valid until {date}");
+                if let Some(warning) =
+                    crate::tls::expiry_warning(expiry, std::time::SystemTime::now())
+                {
+                    println!("  warning: server.tls: {warning}");
+                }
+            }
+            None => println!("  warning: server.tls: cannot read the certificate's expiry date"),
+        }
+    }
     for source in &config.sources {
         let topics = source.known_topics().map_or_else(
             || format!("{:?} (any event)", source.topic),

@@ -35,6 +35,7 @@ pub const KAFKA_QUEUE_BYTES: &str = "hookrelay_kafka_producer_queue_bytes";
 pub const KAFKA_BROKER_RTT_SECONDS: &str = "hookrelay_kafka_broker_rtt_seconds";
 pub const KAFKA_BROKER_UP: &str = "hookrelay_kafka_broker_up";
 pub const CONFIG_RELOAD_SUCCESS: &str = "hookrelay_config_reload_success";
+pub const TLS_CERTIFICATE_EXPIRY: &str = "hookrelay_tls_certificate_expiry_timestamp_seconds";
 pub const READY: &str = "hookrelay_ready";
 pub const BUILD_INFO: &str = "hookrelay_build_info";
 
@@ -82,6 +83,8 @@ pub struct Metrics {
     schema_violations: IntCounterVec,
     handshakes: IntCounterVec,
     pub reload_success: IntGauge,
+    /// When the ingress certificate expires (Unix seconds); 0 without `server.tls`.
+    pub tls_certificate_expiry: IntGauge,
     pub ready: IntGauge,
     pub spool_records: IntGauge,
     pub spool_bytes: IntGauge,
@@ -241,6 +244,12 @@ impl Metrics {
         .expect("metric definitions are static and valid");
         register(Box::new(reload_success.clone()));
         reload_success.set(1);
+        let tls_certificate_expiry = IntGauge::new(
+            TLS_CERTIFICATE_EXPIRY,
+            "When the ingress TLS certificate expires (Unix time, seconds); 0 when the ingress serves plain HTTP.",
+        )
+        .expect("metric definitions are static and valid");
+        register(Box::new(tls_certificate_expiry.clone()));
         let ready = IntGauge::new(READY, "1 while the relay accepts webhooks, else 0.")
             .expect("metric definitions are static and valid");
         register(Box::new(ready.clone()));
@@ -321,6 +330,7 @@ impl Metrics {
             schema_violations,
             handshakes,
             reload_success,
+            tls_certificate_expiry,
             ready,
             spool_records,
             spool_bytes,

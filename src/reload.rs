@@ -45,6 +45,7 @@ pub struct Reloader {
     pub publisher: Arc<Publisher>,
     /// The ingress certificate, when it serves HTTPS: a reload re-reads the files and swaps it.
     pub certificates: Option<Arc<Certificates>>,
+    pub certificate_expiry: prometheus::IntGauge,
     pub success: prometheus::IntGauge,
 }
 
@@ -113,6 +114,7 @@ impl Reloader {
         self.topics.set_required(required);
         if let (Some(certificates), Some(key)) = (&self.certificates, &config.tls) {
             certificates.replace(key.clone());
+            crate::tls::watch_expiry(key, &self.certificate_expiry);
         }
         Ok(restart_required(&self.started, &config))
     }

@@ -50,6 +50,49 @@ pub fn load(settings: &TlsSettings) -> Result<Arc<CertifiedKey>, TlsError> {
         .map_err(TlsError::Mismatch)
 }
 
+/// When the leaf certificate stops being valid (Unix seconds); `None` when it cannot be read.
+pub fn expires_at(key: &CertifiedKey) -> Option<i64> {
+    let leaf = key.cert.first()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(certificate.validity().not_after.timestamp())
+}
+
+/// Sets the expiry gauge for `key` and logs a renewal reminder when it is due.
+pub fn watch_expiry(key: &CertifiedKey, gauge: &prometheus::IntGauge) {
+    match expires_at(key) {
+        Some(expiry) => {
+            gauge.set(expiry);
+            if let Some(warning) = expiry_warning(expiry, std::time::SystemTime::now()) {
+                tracing::warn!("server.tls: {warning}");
+            }
+        }
+        None => tracing::warn!("server.tls: cannot read the certificate's expiry date"),
+    }
+}
+
+/// A renewal reminder for a certificate that expires within 14 days, or has expired.
+pub fn expiry_warning(expires_at: i64, now: std::time::SystemTime) -> Option<String> {
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64);
+    let left = expires_at - now;
+    let date = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires_at.max(0) as u64),
+    );
+    if left <= 0 {
+        Some(format!(
+            "the certificate expired at {date}: senders refuse to connect; renew it and reload"
+        ))
+    } else if left < 14 * 86_400 {
+        Some(format!(
+            "the certificate expires at {date}, in {} days: renew it and reload",
+            left / 86_400
+        ))
+    } else {
+        None
+    }
+}
+
 fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
@@ -120,6 +163,26 @@ mod tests {
         let key = load(&files.settings).unwrap();
         assert_eq!(key.cert.len(), 1);
         assert_eq!(key.cert[0].as_ref(), pair.cert.der().as_ref());
+    }
+
+    #[test]
+    fn the_expiry_is_read_from_the_leaf_and_warned_about_two_weeks_ahead() {
+        let pair = generated();
+        let files = write(&pair.cert.pem(), &pair.signing_key.serialize_pem());
+        let key = load(&files.settings).unwrap();
+        // rcgen's default validity ends on 4096-01-01.
+        assert_eq!(expires_at(&key), Some(67_090_118_400));
+        let day = std::time::Duration::from_secs(86_400);
+        let expiry = 1_800_000_000;
+        let at = |seconds: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+        assert_eq!(expiry_warning(expiry, at(expiry as u64) - day * 15), None);
+        let soon = expiry_warning(expiry, at(expiry as u64) - day * 3).unwrap();
+        assert!(soon.contains("2027-01-15T08:00:00Z, in 3 days"), "{soon}");
+        let past = expiry_warning(expiry, at(expiry as u64) + day).unwrap();
+        assert!(
+            past.starts_with("the certificate expired at 2027-01-15T08:00:00Z"),
+            "{past}"
+        );
     }
 
     #[test]

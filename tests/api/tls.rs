@@ -14,12 +14,31 @@ struct Identity {
 }
 
 fn new_identity() -> Identity {
+    identity_expiring(None)
+}
+
+/// As [`new_identity`], valid until `not_after` (Unix seconds) when given, else rcgen's default
+/// (4096-01-01).
+fn identity_expiring(not_after: Option<i64>) -> Identity {
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let pair = rcgen::generate_simple_self_signed(names).unwrap();
-    Identity {
-        cert: pair.cert.pem(),
-        key: pair.signing_key.serialize_pem(),
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    if let Some(not_after) = not_after {
+        params.not_after =
+            rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(not_after as u64);
     }
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Identity {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// Writes `identity` to `cert.pem` and `key.pem` in `dir` (replacing what is there).
@@ -81,7 +100,8 @@ async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (u16, Vec<u
 #[tokio::test]
 async fn events_sent_over_https_reach_kafka_and_a_renewed_certificate_serves_new_connections() {
     let files = tempfile::tempdir().unwrap();
-    let (first, second) = (new_identity(), new_identity());
+    let renewed_until = now() + 90 * 86_400;
+    let (first, second) = (new_identity(), identity_expiring(Some(renewed_until)));
     let (cert, key) = install(files.path(), &first);
     let app = spawn_app_with(Options {
         server_extra: format!(
@@ -126,6 +146,13 @@ async fn events_sent_over_https_reach_kafka_and_a_renewed_certificate_serves_new
         "plain HTTP accepted on the HTTPS listener"
     );
 
+    assert!(
+        app.metrics()
+            .await
+            .contains("hookrelay_tls_certificate_expiry_timestamp_seconds 67090118400"),
+        "the first certificate's expiry"
+    );
+
     // Renewed files, then a reload: new connections get the new certificate ...
     install(files.path(), &second);
     let outcome: serde_json::Value = app
@@ -147,6 +174,12 @@ async fn events_sent_over_https_reach_kafka_and_a_renewed_certificate_serves_new
     let (status, served) = post(&new_client, &url("course.completed.50"), progress("75")).await;
     assert_eq!(status, 200);
     assert_eq!(served, der_of(&second), "a new connection after the reload");
+    assert!(
+        app.metrics().await.contains(&format!(
+            "hookrelay_tls_certificate_expiry_timestamp_seconds {renewed_until}"
+        )),
+        "the renewed certificate's expiry"
+    );
     // ... and a client that trusts only the old one can no longer connect anew,
     let error = client_trusting(&[&first])
         .post(url("course.completed.50"))
@@ -241,13 +274,36 @@ auth = {{ type = "none" }}
     assert!(stderr.contains("server.tls: key: cannot read"), "{stderr}");
     assert!(stderr.contains("/nonexistent/key.pem"), "{stderr}");
 
+    let expiring = identity_expiring(Some(now() + 3 * 86_400 + 3_600));
+    let (soon_cert, soon_key) = (dir.path().join("soon.pem"), dir.path().join("soon-key.pem"));
+    std::fs::write(&soon_cert, &expiring.cert).unwrap();
+    std::fs::write(&soon_key, &expiring.key).unwrap();
+    let output = config(
+        &format!("file:{}", soon_cert.display()),
+        &format!("file:{}", soon_key.display()),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("warning: server.tls: the certificate expires at ")
+            && stdout.contains(", in 3 days: renew it and reload"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
     let matching = config(
         &cert_ref,
         &format!("file:{}", dir.path().join("key.pem").display()),
     );
-    assert!(
-        !String::from_utf8_lossy(&matching.stderr).contains("server.tls"),
+    let stdout = String::from_utf8_lossy(&matching.stdout);
+    assert_eq!(
+        matching.status.code(),
+        Some(0),
         "{}",
         String::from_utf8_lossy(&matching.stderr)
+    );
+    assert!(
+        stdout.contains("tls: certificate valid until 4096-01-01T00:00:00Z")
+            && !stdout.contains("warning"),
+        "{stdout}"
     );
 }
