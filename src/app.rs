@@ -352,6 +352,9 @@ impl Application {
     }
 }
 
+/// TLS handshakes a worker carries at once (actix-tls's default is 256).
+const MAX_TLS_HANDSHAKES_PER_WORKER: usize = 16_384;
+
 /// The ingress listener: actix-web's HTTP/1 service as `HttpServer` builds it, plus an
 /// `Expect: 100-continue` check ([`ingress::expect`]), which `HttpServer` does not let one set:
 /// a request the head checks refuse gets its final status instead of "100 Continue". With
@@ -368,6 +371,12 @@ fn ingress_server(
     use actix_web::dev::AppConfig;
 
     let address = listener.local_addr()?;
+    if tls.is_some() {
+        // actix-tls lets a worker hold 256 handshakes in progress and stops accepting beyond
+        // them: a few hundred idle sockets (each kept for the 3 s handshake timeout) would keep
+        // real senders out. An idle handshake costs a socket and a few KiB, not CPU.
+        actix_tls::accept::max_concurrent_tls_connect(MAX_TLS_HANDSHAKES_PER_WORKER);
+    }
     let builder = actix_server::Server::build();
     let shutdown = builder.graceful_shutdown_signal();
     Ok(builder

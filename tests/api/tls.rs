@@ -307,3 +307,53 @@ auth = {{ type = "none" }}
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn idle_connections_on_the_https_port_do_not_keep_senders_out() {
+    let files = tempfile::tempdir().unwrap();
+    let identity = new_identity();
+    let (cert, key) = install(files.path(), &identity);
+    let app = spawn_app_with(Options {
+        server_extra: format!(
+            "tls = {{ cert = \"file:{}\", key = \"file:{}\" }}",
+            cert.display(),
+            key.display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let address = app.socket_address();
+    let url = format!(
+        "https://localhost:{}/hooks/tagmango/course.completed.50?token={TOKEN}",
+        address.port()
+    );
+    let (status, _) = post(&client_trusting(&[&identity]), &url, progress("first")).await;
+    assert_eq!(status, 200, "serving");
+    // More sockets that never start a handshake than actix-tls's default limit of handshakes in
+    // progress (256 per worker, 2 workers here). Opened off the runtime, which runs the relay.
+    let idle: Vec<std::net::TcpStream> = tokio::task::spawn_blocking(move || {
+        (0..1200)
+            .map(|_| std::net::TcpStream::connect(address).unwrap())
+            .collect()
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A new sender's connection (a new client: no pooled connection).
+    let (status, _) = post(&client_trusting(&[&identity]), &url, progress("idle")).await;
+    assert_eq!(status, 200);
+    // Answered while every idle socket was still open: the server did not wait for their
+    // handshake timeout (3 s) to let the sender in.
+    let closed = idle
+        .iter()
+        .filter(|socket| {
+            socket.set_nonblocking(true).unwrap();
+            matches!(std::io::Read::read(&mut &**socket, &mut [0u8; 1]), Ok(0))
+        })
+        .count();
+    assert_eq!(
+        closed, 0,
+        "the sender got in only after idle sockets timed out"
+    );
+}
