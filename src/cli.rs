@@ -94,13 +94,13 @@ enum Command {
         #[arg(long = "event", short)]
         events: Vec<String>,
         /// Only this course's events (the sender's `course` filter).
-        #[arg(long)]
+        #[arg(long, group = "filter")]
         course: Option<String>,
         /// Only this mango's events (the sender's `mango` filter).
-        #[arg(long)]
+        #[arg(long, group = "filter")]
         mango: Option<String>,
         /// Only this webinar's events (the sender's `webinar` filter).
-        #[arg(long)]
+        #[arg(long, group = "filter")]
         webinar: Option<String>,
         /// Print the calls as curl commands instead of making them.
         #[arg(long)]

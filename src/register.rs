@@ -295,6 +295,13 @@ fn one_line(answer: &str) -> String {
 fn public_url(text: &str, allow_http: bool) -> Result<String, RegisterError> {
     let url = Url::parse(text)
         .map_err(|error| RegisterError::BadPublicUrl(text.to_owned(), error.to_string()))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Not echoed: it holds a password.
+        return Err(RegisterError::BadPublicUrl(
+            "(with a user name)".to_owned(),
+            "the base URL takes no user or password".to_owned(),
+        ));
+    }
     let bad = |reason: &str| RegisterError::BadPublicUrl(text.to_owned(), reason.to_owned());
     match url.scheme() {
         "https" => {}
@@ -304,9 +311,6 @@ fn public_url(text: &str, allow_http: bool) -> Result<String, RegisterError> {
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(bad("the base URL takes no query or fragment"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("the base URL takes no user or password"));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
@@ -350,7 +354,8 @@ pub const HIDDEN_TOKEN: &str = "<token hidden>";
 /// What the API key shows as in any output.
 pub const HIDDEN_API_KEY: &str = "<api key hidden>";
 
-/// `secret` as sent, URL-encoded (both ways of writing a space), and each of those JSON-escaped:
+/// `secret` as sent, URL-encoded (both ways of writing a space), and each of those JSON-escaped
+/// (with and without `\/`):
 /// the forms an API's answer or an error may carry it in. Longest first, so that no shorter form
 /// is replaced inside a longer one and leaves the rest of it.
 fn spellings(secret: &str) -> Vec<String> {
@@ -362,7 +367,14 @@ fn spellings(secret: &str) -> Vec<String> {
         .filter_map(|form| serde_json::to_string(form).ok())
         .map(|quoted| quoted[1..quoted.len() - 1].to_owned())
         .collect();
+    // Some encoders (PHP's by default) also escape `/` in JSON strings.
+    let slashes: Vec<String> = escaped
+        .iter()
+        .filter(|form| form.contains('/'))
+        .map(|form| form.replace('/', "\\/"))
+        .collect();
     forms.extend(escaped);
+    forms.extend(slashes);
     forms.retain(|form| !form.is_empty());
     forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
     forms.dedup();
@@ -381,9 +393,17 @@ fn replace_secret(text: &str, secret: &str, placeholder: &str) -> String {
 pub fn api_key(source: &str, reference: &str) -> Result<String, RegisterError> {
     let secret = Secret::resolve(reference)
         .map_err(|reason| RegisterError::ApiKey(source.to_owned(), reason))?;
-    String::from_utf8(secret.expose().to_vec()).map_err(|_| {
+    let key = String::from_utf8(secret.expose().to_vec()).map_err(|_| {
         RegisterError::ApiKey(source.to_owned(), "the key is not UTF-8 text".to_owned())
-    })
+    })?;
+    reqwest::header::HeaderValue::from_str(&key).map_err(|_| {
+        RegisterError::ApiKey(
+            source.to_owned(),
+            "the key holds a line break or another control character, which no HTTP header can carry"
+                .to_owned(),
+        )
+    })?;
+    Ok(key)
 }
 
 /// Single-quotes `text` for a POSIX shell.
@@ -455,6 +475,10 @@ mod tests {
             ),
             "percent a%20b%2Bc%2Fd%26%22%C3%A9".to_owned(),
             format!("json {}", serde_json::to_string(secret).unwrap()),
+            format!(
+                "php {}",
+                serde_json::to_string(secret).unwrap().replace('/', "\\/")
+            ),
         ];
         for answer in answers {
             let mut masked = answer.clone();

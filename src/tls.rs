@@ -22,10 +22,12 @@ pub enum TlsError {
     Unreadable { key: &'static str, reason: String },
     #[error("cert: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)")]
     NoCertificate,
-    #[error("cert: not a PEM certificate chain: {0}")]
+    #[error("cert: not a PEM certificate chain: {}", describe_pem(.0))]
     BadCertificate(rustls::pki_types::pem::Error),
-    #[error("key: no PEM private key found (PKCS#8, PKCS#1 or SEC1): {0}")]
+    #[error("key: no PEM private key found (PKCS#8, PKCS#1 or SEC1): {}", describe_pem(.0))]
     BadKey(rustls::pki_types::pem::Error),
+    #[error("key: the private key is encrypted; give it unencrypted (openssl pkey -in KEY -out KEY.pem) and keep the file readable by the relay only")]
+    EncryptedKey,
     #[error("the private key does not belong to the certificate (or is of a kind rustls cannot sign with): {0}")]
     Mismatch(rustls::Error),
 }
@@ -44,6 +46,10 @@ pub fn load(settings: &TlsSettings) -> Result<Arc<CertifiedKey>, TlsError> {
     if chain.is_empty() {
         return Err(TlsError::NoCertificate);
     }
+    if key.expose().windows(9).any(|window| window == b"ENCRYPTED") {
+        return Err(TlsError::EncryptedKey);
+    }
+    // The first key in the file is the one (a file should hold one).
     let key = PrivateKeyDer::from_pem_slice(key.expose()).map_err(TlsError::BadKey)?;
     CertifiedKey::from_der(chain, key, &provider())
         .map(Arc::new)
@@ -90,6 +96,23 @@ pub fn expiry_warning(expires_at: i64, now: std::time::SystemTime) -> Option<Str
         ))
     } else {
         None
+    }
+}
+
+/// A PEM parse error in words (its own text shows section markers as byte arrays).
+fn describe_pem(error: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match error {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "a section has no end marker ({})",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "a malformed section start ({})",
+            String::from_utf8_lossy(line)
+        ),
+        Error::NoItemsFound => "no PEM section in the file".to_owned(),
+        other => other.to_string(),
     }
 }
 
@@ -204,6 +227,30 @@ mod tests {
         let files = write(&pair.cert.pem(), "not a key");
         let error = load(&files.settings).unwrap_err().to_string();
         assert!(error.starts_with("key: no PEM private key"), "{error}");
+    }
+
+    #[test]
+    fn an_encrypted_key_is_named_as_such() {
+        let pair = generated();
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let files = write(&pair.cert.pem(), encrypted);
+        assert!(matches!(
+            load(&files.settings).unwrap_err(),
+            TlsError::EncryptedKey
+        ));
+    }
+
+    #[test]
+    fn a_cut_certificate_is_described_in_words() {
+        let pair = generated();
+        let pem = pair.cert.pem();
+        let files = write(&pem[..pem.len() / 2], &pair.signing_key.serialize_pem());
+        let error = load(&files.settings).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "cert: not a PEM certificate chain: a section has no end marker (CERTIFICATE)"
+        );
     }
 
     #[test]

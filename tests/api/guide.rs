@@ -75,12 +75,16 @@ async fn the_creators_guide_runs_as_written() {
     let (ingress, admin) = (free_port(), free_port());
 
     let public = format!("https://localhost:{ingress}");
+    let home = work.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(home.join(".tagmango-api-key"), "tm-key-from-your-dashboard").unwrap();
     let mut script =
         String::from("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n");
     for block in &blocks {
         script.push_str(
             &block
-                .replace("https://relay.example.com", &public)
+                .replace("https://relay.example.com:8443", &public)
+                .replace("0.0.0.0:8443", &format!("127.0.0.1:{ingress}"))
                 .replace("127.0.0.1:9464", &format!("127.0.0.1:{admin}"))
                 .replace("127.0.0.1:9092", &broker().address)
                 .replace("/etc/hookrelay/tls/", &format!("{}/", tls.display())),
@@ -100,7 +104,7 @@ async fn the_creators_guide_runs_as_written() {
         .args(["240", "bash", "-c", &script])
         .current_dir(work.path())
         .env("PATH", path)
-        .env("HOOKRELAY__SERVER__LISTEN", format!("127.0.0.1:{ingress}"))
+        .env("HOME", &home)
         .env(
             "HOOKRELAY__SERVER__ADMIN_LISTEN",
             format!("127.0.0.1:{admin}"),
@@ -163,7 +167,12 @@ async fn the_creators_guide_runs_as_written() {
         .find(|line| line.starts_with("{\"id\":"))
         .expect("the guide shows the answer");
     assert!(stdout.contains(shown_answer), "{shown_answer} in\n{stdout}");
-    assert!(stdout.contains("\"status\":\"duplicate\""), "{stdout}");
+    let duplicate = shown_answer.replace("accepted", "duplicate");
+    assert!(stdout.contains(&duplicate), "{duplicate} in\n{stdout}");
+    // The token was made once, kept for the next shell, readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let token_file = std::fs::metadata(home.join(".hookrelay-token")).unwrap();
+    assert_eq!(token_file.permissions().mode() & 0o077, 0);
 
     // Step 5: the raw bytes in Kafka, keyed by the student's email.
     let body = String::from_utf8(sample("course.completed.50")).unwrap();

@@ -332,6 +332,47 @@ async fn register_refuses_plain_http_and_its_dry_run_calls_nothing_and_hides_sec
     );
     assert!(stdout.contains(&format!("?token={TOKEN}")), "{stdout}");
     assert!(api.calls().is_empty(), "a dry run calls nothing");
+
+    let two_filters = register(
+        &config,
+        &[
+            "--public-url",
+            "https://relay.example.com",
+            "--course",
+            "1",
+            "--mango",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(
+        two_filters.status.code(),
+        Some(2),
+        "--course and --mango exclude each other"
+    );
+
+    // An API key no header can carry is a configuration problem, found before any call.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+    command
+        .args(["register", "--config"])
+        .arg(&config.path)
+        .args([
+            "--source",
+            "tagmango",
+            "--public-url",
+            "https://relay.example.com",
+        ])
+        .env("HOOKRELAY_TEST_API_KEY", "line\nbreak");
+    let broken_key = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let (_, stderr) = text(&broken_key);
+    assert_eq!(broken_key.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("sources.tagmango.register.api_key: the key holds a line break"),
+        "{stderr}"
+    );
+    assert!(api.calls().is_empty(), "nothing was sent");
 }
 
 #[test]
