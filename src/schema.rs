@@ -31,7 +31,7 @@ use crate::source::{EventFilter, EventType, SourceName};
 const MAX_POINTER_LEN: usize = 256;
 
 /// What happens to a body that fails its schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SchemaMode {
     /// Refuse it: 422 `schema_violation`.

@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthSettings;
 use crate::schema::SchemaMode;
 
 /// The whole file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]
@@ -32,7 +32,7 @@ pub struct Settings {
 }
 
 /// `[server]`: the two HTTP listeners and the limits applied to every request.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Ingress listener for webhook senders.
@@ -59,7 +59,7 @@ pub struct ServerSettings {
 
 /// `server.tls`: a PEM certificate chain (leaf first) and its private key, each `file:/path` or
 /// `env:NAME`. Both are read again on reload.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     pub cert: String,
@@ -85,7 +85,7 @@ impl Default for ServerSettings {
 }
 
 /// `[kafka]`: the cluster and the producer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSettings {
     /// Bootstrap servers, comma separated (`host:port,host:port`).
@@ -119,7 +119,7 @@ impl Default for KafkaSettings {
 }
 
 /// How far an event must get before the sender is answered 2xx.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckMode {
     /// fsync'd to the local write-ahead spool.
@@ -141,7 +141,7 @@ impl AckMode {
 }
 
 /// `[delivery]`: the durability point.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliverySettings {
     /// Default ack mode of every source.
@@ -172,7 +172,7 @@ impl Default for DeliverySettings {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -181,7 +181,7 @@ pub enum LogFormat {
 }
 
 /// `[telemetry]`: logs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySettings {
     pub format: LogFormat,
@@ -199,7 +199,7 @@ impl Default for TelemetrySettings {
 }
 
 /// `[sources.NAME]`: one webhook sender.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSettings {
     /// Topic template; `{source}` and `{event}` are substituted.
@@ -209,6 +209,7 @@ pub struct SourceSettings {
     #[serde(default)]
     pub events: Option<Vec<String>>,
     /// How the sender proves who it is. Required: `type = "none"` must be written out.
+    #[serde(skip_serializing)]
     pub auth: AuthSettings,
     /// Which body fields make the event id when the sender sends no id of its own.
     #[serde(default)]
@@ -267,7 +268,7 @@ pub struct SourceSettings {
 }
 
 /// `[sources.NAME.register]`: where and with which key `hookrelay register` subscribes the relay.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterSettings {
     /// The creator's API key: `env:NAME` or `file:/path`. Resolved by `hookrelay register` only,
@@ -287,7 +288,7 @@ fn default_register_api_url() -> String {
 }
 
 /// `rate_limit = { per_second = N, burst = M }`: a token bucket per source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     pub per_second: u32,
@@ -309,7 +310,7 @@ fn default_success_status() -> u16 {
 }
 
 /// `idempotency = { fields = [...], ttl_secs = N, events = { "order.*" = { fields = [...] } } }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdempotencySettings {
     /// JSON pointers whose values, with the event type, make the event id; or `["body"]`.
@@ -329,7 +330,7 @@ pub struct IdempotencySettings {
 }
 
 /// `events."order.*" = { fields = ["/orderId"], ttl_secs = N }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventIdentitySettings {
     /// As `idempotency.fields`, for these events.

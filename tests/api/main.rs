@@ -7,6 +7,7 @@
 mod allowlist;
 mod auth;
 mod cli;
+mod config_docs;
 mod delivery;
 mod disk;
 mod guide;
