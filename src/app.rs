@@ -17,7 +17,7 @@ use crate::health::{Health, KafkaState};
 use crate::idempotency::Idempotency;
 use crate::ingress::{self, Ingress};
 use crate::metrics::{Metrics, SourceMetrics};
-use crate::publisher::Publisher;
+use crate::publisher::{Publisher, Repairer};
 use crate::reload::{ReloadRequest, Reloader};
 use crate::spool::{DeadLetterRoute, Spool, SpoolParts, SpoolThreads};
 use crate::tls::Certificates;
@@ -57,6 +57,7 @@ pub struct Application {
     publisher: Arc<Publisher>,
     health: Arc<Health>,
     watcher: Watcher,
+    repairer: Repairer,
     spool: Option<(Spool, SpoolThreads)>,
     reloader: Reloader,
     reload_requests: tokio::sync::mpsc::Receiver<ReloadRequest>,
@@ -223,6 +224,7 @@ impl Application {
         })?
         .run();
 
+        let repairer = publisher.start_repairer().map_err(StartupError::Thread)?;
         let watcher = Watcher::spawn(
             topics,
             publisher.clone(),
@@ -240,6 +242,7 @@ impl Application {
             publisher,
             health,
             watcher,
+            repairer,
             spool,
             reloader,
             reload_requests,
@@ -348,6 +351,7 @@ impl Application {
         admin_handle.stop(true).await;
         let _ = admin_task.await;
         self.watcher.stop();
+        self.repairer.stop();
         Ok(undelivered)
     }
 }

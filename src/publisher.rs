@@ -8,8 +8,10 @@
 //!
 //! hookrelay uses a [`ThreadedProducer`] whose delivery callback ([`DeliveryContext`]) counts the
 //! outcome and tells whoever waits for it ([`Notify`]): in `broker` ack mode the one request
-//! waiting through a oneshot channel, in `spool` mode the spool forwarder. That costs far less per record than awaiting a `FutureProducer` future per request,
-//! and `memory` mode pays nothing beyond the enqueue.
+//! waiting through a oneshot channel, otherwise a [`ReportSink`] by token (the spool forwarder,
+//! which knows what its tokens mean; the producer knows nothing of the spool). That costs far
+//! less per record than awaiting a `FutureProducer` future per request, and `memory` mode pays
+//! nothing beyond the enqueue.
 //!
 //! Dropping a producer purges its queue, so [`Publisher::flush`] must run before shutdown ends.
 
@@ -31,8 +33,6 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::metrics::{KafkaMetrics, SourceMetrics};
 use crate::retry::DrainRate;
-use crate::spool::codec::Decoded;
-use crate::spool::ForwarderEvent;
 use crate::telemetry::Throttle;
 
 /// Where Kafka stored an acknowledged record.
@@ -138,8 +138,34 @@ pub fn headers(fields: &[(&str, &[u8])]) -> OwnedHeaders {
     )
 }
 
+/// How often the repairer looks for a fatal producer error nothing woke it for.
+const REPAIR_CHECK: Duration = Duration::from_secs(1);
+
+/// The thread started by [`Publisher::start_repairer`].
+pub struct Repairer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Repairer {
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Runs once Kafka acknowledged a `memory`-mode record (remembers its id for deduplication).
 pub type OnDelivered = Box<dyn FnOnce() + Send + Sync>;
+
+/// Receives delivery reports by token: whoever sends a record with
+/// [`Publisher::send_reported`] learns its outcome here, on the producer's poll thread (so it
+/// must only hand the report on).
+pub trait ReportSink: Send + Sync {
+    fn report(&self, token: u64, outcome: Result<Ack, &KafkaError>);
+}
 
 /// Who learns of a record's delivery report.
 pub enum Notify {
@@ -147,10 +173,10 @@ pub enum Notify {
     Memory(Option<OnDelivered>),
     /// The request waiting for Kafka's acknowledgement (`broker` mode).
     Request(oneshot::Sender<Result<Ack, KafkaError>>),
-    /// The spool forwarder, by sequence number (`spool` mode).
-    Spool {
-        seq: u64,
-        events: std::sync::mpsc::Sender<ForwarderEvent>,
+    /// A [`ReportSink`], with the sender's token (the spool forwarder, by sequence number).
+    Report {
+        token: u64,
+        sink: Arc<dyn ReportSink>,
     },
 }
 
@@ -324,8 +350,8 @@ impl ProducerContext for DeliveryContext {
                         Notify::Memory(_) => {
                             tracing::error!(%error, suppressed, "record lost: Kafka did not acknowledge an event accepted in memory mode")
                         }
-                        Notify::Spool { .. } => {
-                            tracing::warn!(%error, suppressed, "Kafka did not acknowledge a spooled record; it will be sent again")
+                        Notify::Report { .. } => {
+                            tracing::warn!(%error, suppressed, "Kafka did not acknowledge a record; it will be sent again")
                         }
                         Notify::Request(_) => {
                             tracing::warn!(%error, suppressed, "Kafka did not acknowledge a record; the sender got 503")
@@ -346,12 +372,7 @@ impl ProducerContext for DeliveryContext {
             Notify::Request(reply) => {
                 let _ = reply.send(outcome);
             }
-            Notify::Spool { seq, events } => {
-                let _ = events.send(ForwarderEvent::Delivered {
-                    seq,
-                    refused: outcome.as_ref().err().map(Refusal::of),
-                });
-            }
+            Notify::Report { token, sink } => sink.report(token, outcome.as_ref().copied()),
         }
     }
 }
@@ -442,10 +463,33 @@ impl Publisher {
         })
     }
 
-    /// The thread that calls [`Publisher::reset_if_broken`] (the metadata watcher): woken as soon
-    /// as the producer breaks, so that records are refused (503) only for a moment.
-    pub fn set_repairer(&self, thread: std::thread::Thread) {
-        let _ = self.repairer.set(thread);
+    /// Starts the thread that replaces a broken producer ([`Publisher::reset_if_broken`]): woken
+    /// as soon as a delivery report shows the producer fenced or failed, so that records are
+    /// refused (503) only for a moment, and looking every second for a fatal error librdkafka
+    /// raised otherwise. The decision to replace the producer is taken here and nowhere else.
+    pub fn start_repairer(self: &Arc<Self>) -> std::io::Result<Repairer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let publisher = Arc::downgrade(self);
+        let thread = std::thread::Builder::new()
+            .name("kafka-repair".to_owned())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Ordering::Acquire) {
+                        let Some(publisher) = publisher.upgrade() else {
+                            return;
+                        };
+                        publisher.reset_if_broken();
+                        drop(publisher);
+                        std::thread::park_timeout(REPAIR_CHECK);
+                    }
+                }
+            })?;
+        let _ = self.repairer.set(thread.thread().clone());
+        Ok(Repairer {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     fn producer(&self) -> std::sync::RwLockReadGuard<'_, ThreadedProducer<DeliveryContext>> {
@@ -456,8 +500,8 @@ impl Publisher {
 
     /// Replaces the producer when it can no longer deliver (fenced or fatal). Records still in
     /// the old producer are reported failed: spooled ones are sent again by the forwarder.
-    /// Returns whether it replaced the producer.
-    pub fn reset_if_broken(&self) -> bool {
+    /// Returns whether it replaced the producer. Called by the repairer thread.
+    fn reset_if_broken(&self) -> bool {
         let replaced = self.replace_if_broken();
         self.send_requeued();
         replaced
@@ -573,43 +617,18 @@ impl Publisher {
             })
     }
 
-    /// `spool` mode: publish a spooled record; its report goes to the forwarder. The delivery
-    /// latency metric counts from the time the event was received, not from this send.
-    /// With `dead_letter = (topic, reason)`, the record goes to that dead-letter topic instead,
-    /// with two more headers: `hookrelay_dead_reason` and `hookrelay_dead_topic` (where it was
-    /// meant to go).
-    pub fn forward(
+    /// Publishes a record whose report goes to `sink` with `token` (the spool forwarder's
+    /// records). `accepted` is when the event was received: the delivery latency metric counts
+    /// from it, not from this send.
+    pub fn send_reported(
         &self,
-        stored: &Decoded<'_>,
-        dead_letter: Option<(&str, &str)>,
+        record: Record<'_>,
         source: Option<Arc<SourceMetrics>>,
-        seq: u64,
-        events: std::sync::mpsc::Sender<ForwarderEvent>,
+        accepted: Instant,
+        token: u64,
+        sink: Arc<dyn ReportSink>,
     ) -> Result<(), PublishError> {
-        let record = match dead_letter {
-            None => Record {
-                topic: stored.topic,
-                key: stored.key,
-                value: stored.value,
-                headers: headers(&stored.headers),
-            },
-            Some((topic, reason)) => {
-                let mut fields = stored.headers.clone();
-                fields.push((DEAD_REASON_HEADER, reason.as_bytes()));
-                fields.push((DEAD_TOPIC_HEADER, stored.topic.as_bytes()));
-                Record {
-                    topic,
-                    key: stored.key,
-                    value: stored.value,
-                    headers: headers(&fields),
-                }
-            }
-        };
-        let age = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH + Duration::from_millis(stored.received_ms))
-            .unwrap_or(Duration::ZERO);
-        let accepted = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        self.send_at(record, source, Notify::Spool { seq, events }, accepted)
+        self.send_at(record, source, Notify::Report { token, sink }, accepted)
     }
 
     /// `memory`-mode records not yet acknowledged by Kafka.

@@ -139,7 +139,6 @@ impl Watcher {
         timeout: Duration,
     ) -> std::io::Result<Watcher> {
         let stop = Arc::new(AtomicBool::new(false));
-        let repaired = publisher.clone();
         let thread = std::thread::Builder::new()
             .name("kafka-metadata".to_owned())
             .spawn({
@@ -148,7 +147,6 @@ impl Watcher {
                     let mut previous = health.kafka();
                     let mut limits_read: Option<Instant> = None;
                     while !stop.load(Ordering::Acquire) {
-                        publisher.reset_if_broken();
                         topics.check(&publisher, &health, timeout);
                         let state = health.kafka();
                         if state == KafkaState::Ok
@@ -173,7 +171,6 @@ impl Watcher {
                     }
                 }
             })?;
-        repaired.set_repairer(thread.thread().clone());
         Ok(Watcher {
             stop,
             thread: Some(thread),

@@ -28,7 +28,10 @@ use prometheus::{IntCounter, IntCounterVec};
 use super::dead::DeadLetters;
 use super::{codec, Location, Reader, Shared};
 use crate::metrics::SourceMetrics;
-use crate::publisher::{PublishError, Publisher, Refusal, DEAD_REASON_HEADER};
+use crate::publisher::{
+    self, Ack, PublishError, Publisher, Record, Refusal, ReportSink, DEAD_REASON_HEADER,
+    DEAD_TOPIC_HEADER,
+};
 
 const MAX_IN_FLIGHT: usize = 10_000;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
@@ -83,7 +86,8 @@ struct Forwarder {
     dead_letters_total: IntCounterVec,
     /// Some record of the window waits in [`State::Refused`] or [`State::ToDirectory`].
     refused_waiting: bool,
-    events: mpsc::Sender<ForwarderEvent>,
+    /// Where the producer sends the delivery reports of this forwarder's records.
+    reports: Arc<dyn ReportSink>,
     reader: Reader,
     window: VecDeque<InFlight>,
     checkpoint: u64,
@@ -92,6 +96,18 @@ struct Forwarder {
     rewind_to: Option<u64>,
     paused_until: Option<Instant>,
     stop_at: Option<Instant>,
+}
+
+/// The producer's delivery reports of spooled records, by sequence number, as forwarder events.
+struct Reports(mpsc::Sender<ForwarderEvent>);
+
+impl ReportSink for Reports {
+    fn report(&self, seq: u64, outcome: Result<Ack, &rdkafka::error::KafkaError>) {
+        let _ = self.0.send(ForwarderEvent::Delivered {
+            seq,
+            refused: outcome.err().map(Refusal::of),
+        });
+    }
 }
 
 pub(super) struct Handle {
@@ -141,7 +157,7 @@ pub(super) fn spawn(
         dead_letters: DeadLetters::new(&shared_dir),
         dead_letters_total: dead_letter.total,
         refused_waiting: false,
-        events: events.clone(),
+        reports: Arc::new(Reports(events.clone())),
         reader,
         window: VecDeque::new(),
         checkpoint,
@@ -158,6 +174,44 @@ pub(super) fn spawn(
 }
 
 impl Forwarder {
+    /// Publishes a spooled record as it was received; with `dead_letter = (topic, reason)` to
+    /// that dead-letter topic instead, with two more headers: `hookrelay_dead_reason` and
+    /// `hookrelay_dead_topic` (where it was meant to go). Its report comes back as an event.
+    fn publish(
+        &self,
+        stored: &codec::Decoded<'_>,
+        dead_letter: Option<(&str, &str)>,
+        source: Option<Arc<SourceMetrics>>,
+        seq: u64,
+    ) -> Result<(), PublishError> {
+        let record = match dead_letter {
+            None => Record {
+                topic: stored.topic,
+                key: stored.key,
+                value: stored.value,
+                headers: publisher::headers(&stored.headers),
+            },
+            Some((topic, reason)) => {
+                let mut fields = stored.headers.clone();
+                fields.push((DEAD_REASON_HEADER, reason.as_bytes()));
+                fields.push((DEAD_TOPIC_HEADER, stored.topic.as_bytes()));
+                Record {
+                    topic,
+                    key: stored.key,
+                    value: stored.value,
+                    headers: publisher::headers(&fields),
+                }
+            }
+        };
+        // The delivery latency counts from when the event was received.
+        let age = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH + Duration::from_millis(stored.received_ms))
+            .unwrap_or(Duration::ZERO);
+        let accepted = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        self.publisher
+            .send_reported(record, source, accepted, seq, self.reports.clone())
+    }
+
     fn run(&mut self, receiver: mpsc::Receiver<ForwarderEvent>) {
         loop {
             let wait = if self.can_send() {
@@ -283,10 +337,7 @@ impl Forwarder {
             let metrics = self.sources.get(record.source).cloned();
             let received_ms = record.received_ms;
             let refused =
-                match self
-                    .publisher
-                    .forward(&record, None, metrics, seq, self.events.clone())
-                {
+                match self.publish(&record, None, metrics, seq) {
                     Ok(()) => None,
                     Err(PublishError::Kafka(error))
                         if Refusal::of(&error) != Refusal::Retriable =>
@@ -367,13 +418,7 @@ impl Forwarder {
             };
             if let (true, Some(topic)) = (to_topic, self.dead_letter_topic.as_deref()) {
                 let metrics = self.sources.get(record.source).cloned();
-                match self.publisher.forward(
-                    &record,
-                    Some((topic, reason)),
-                    metrics,
-                    seq,
-                    self.events.clone(),
-                ) {
+                match self.publish(&record, Some((topic, reason)), metrics, seq) {
                     Ok(()) => {
                         let entry = &mut self.window[index];
                         entry.state = State::InFlight;
@@ -538,7 +583,6 @@ impl Forwarder {
         };
         let location = self.window[index].location;
         let resent = self.window.len() - index;
-        self.publisher.reset_if_broken();
         self.window.truncate(index);
         self.retries.inc_by(resent as u64);
         tracing::warn!(
