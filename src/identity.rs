@@ -21,9 +21,9 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::config::{ConfigErrors, IdempotencySettings};
 use crate::json::{self, Pointer};
-use crate::source::{EventFilter, EventType, SourceName};
+use crate::names::{EventFilter, EventType, SourceName};
+use crate::settings::{ConfigErrors, IdempotencySettings};
 
 /// Namespace of hookrelay's name-based (UUIDv5) event ids.
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5f1c_2a3e_8d4b_4e6a_9c1f_0b7d_3e2a_6c58);
@@ -288,7 +288,7 @@ pub fn sample_warnings(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EventIdentitySettings;
+    use crate::settings::EventIdentitySettings;
 
     fn source() -> SourceName {
         SourceName::parse("tagmango").unwrap()

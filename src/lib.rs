@@ -4,7 +4,7 @@
 //! the body is well-formed JSON, and publishes the raw bytes to Kafka with CloudEvents headers,
 //! answering 2xx once the event has reached its source's durability point.
 //!
-//! Where to look: [`config`] (the file and its checks), [`source`] (a sender's rules),
+//! Where to look: [`settings`] (the file as written), [`config`] (its checks: the validated configuration), [`secret`] (secret references), [`names`] (source names, event types), [`source`] (a sender's rules),
 //! [`auth`] (credentials), [`client_ip`] (IP allowlists), [`ingress`] (the HTTP request path), [`json`] (body validation), [`schema`] (JSON Schema per event),
 //! [`event`] (ids, keys), [`identity`] (what names one occurrence of an event), [`spool`] (the durable write-ahead spool and its forwarder),
 //! [`idempotency`] (the deduplication window), [`publisher`] (the Kafka producer),
@@ -25,11 +25,14 @@ pub mod identity;
 pub mod ingress;
 pub mod json;
 pub mod metrics;
+pub mod names;
 pub mod publisher;
 pub mod register;
 pub mod reload;
 pub mod retry;
 pub mod schema;
+pub mod secret;
+pub mod settings;
 pub mod source;
 pub mod spool;
 pub mod tail;

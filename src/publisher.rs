@@ -98,13 +98,6 @@ impl Refusal {
     }
 }
 
-/// librdkafka's default `message.max.bytes`: the largest record the producer takes.
-pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
-
-/// The most a record's key, headers and envelope add to its value that a body limit must leave
-/// room for (event id, type, time, source, content type, auth method and a key such as an email).
-pub const RECORD_HEADROOM: usize = 4096;
-
 /// The size librdkafka gives a record when it checks it against `message.max.bytes` (its
 /// `rd_kafka_msg_max_wire_size`): the worst-case v2 record envelope (36 bytes of varints), the key,
 /// the value, and each header's name and value with two length varints.

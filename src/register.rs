@@ -13,7 +13,7 @@ use reqwest::Url;
 use serde::Serialize;
 
 use crate::auth::{Authenticator, TokenLocation};
-use crate::config::{RegisterSettings, Secret};
+use crate::secret::Secret;
 use crate::source::{EventFilter, Source};
 
 /// How long one registration call may take.
@@ -75,24 +75,6 @@ pub struct Plan {
     pub registrations: Vec<Registration>,
     /// Every spelling of the token an output could carry, longest first, to mask it.
     token_spellings: Vec<String>,
-}
-
-/// Checks `[sources.NAME.register]` at load: the key is a reference, the URL parses.
-pub fn check_settings(settings: &RegisterSettings) -> Vec<(&'static str, String)> {
-    let mut problems = Vec::new();
-    if !(settings.api_key.starts_with("env:") || settings.api_key.starts_with("file:")) {
-        problems.push((
-            "api_key",
-            "a secret must be written as env:NAME or file:/path, never as a literal value"
-                .to_owned(),
-        ));
-    }
-    match Url::parse(&settings.api_url) {
-        Ok(url) if matches!(url.scheme(), "https" | "http") => {}
-        Ok(url) => problems.push(("api_url", format!("{} is not an HTTP(S) URL", url.scheme()))),
-        Err(error) => problems.push(("api_url", format!("not a URL: {error}"))),
-    }
-    problems
 }
 
 impl Plan {
@@ -494,20 +476,5 @@ mod tests {
                 "{masked}"
             );
         }
-    }
-
-    #[test]
-    fn settings_need_a_secret_reference_and_an_http_url() {
-        let good = RegisterSettings {
-            api_key: "env:TAGMANGO_API_KEY".to_owned(),
-            api_url: crate::config::TAGMANGO_REGISTER_API_URL.to_owned(),
-        };
-        assert!(check_settings(&good).is_empty());
-        let bad = RegisterSettings {
-            api_key: "literal-key".to_owned(),
-            api_url: "ftp://x".to_owned(),
-        };
-        let problems: Vec<&str> = check_settings(&bad).iter().map(|(key, _)| *key).collect();
-        assert_eq!(problems, ["api_key", "api_url"]);
     }
 }

@@ -22,24 +22,14 @@ use std::sync::Arc;
 
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;
-use serde::Deserialize;
 
 use crate::json::JsonError;
-use crate::source::{EventFilter, EventType, SourceName};
+use crate::names::{EventFilter, EventType, SourceName};
 
 /// Longest pointer reported; longer ones (deep paths made of long keys) are cut.
 const MAX_POINTER_LEN: usize = 256;
 
-/// What happens to a body that fails its schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SchemaMode {
-    /// Refuse it: 422 `schema_violation`.
-    #[default]
-    Enforce,
-    /// Accept it; count it in `hookrelay_schema_violations_total` and log where it failed.
-    Observe,
-}
+pub use crate::settings::SchemaMode;
 
 /// Where and how a body failed its schema, without any of its values.
 #[derive(Debug, Clone, PartialEq, Eq)]

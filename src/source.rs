@@ -2,8 +2,6 @@
 //! on a request from that sender, checked once at start.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
-use std::fmt;
 
 use actix_web::http::header::HeaderName;
 use actix_web::http::StatusCode;
@@ -12,85 +10,15 @@ use serde_json::value::RawValue;
 
 use crate::auth::Authenticator;
 use crate::client_ip::IpRanges;
-use crate::config::{
+use crate::settings::{
     AckMode, AuthSettings, ConfigErrors, RegisterSettings, Settings, SourceSettings, TokenLocation,
 };
+
 use crate::identity::Identity;
 use crate::json::{self, Pointer};
+use crate::names::is_topic_char;
+pub use crate::names::{EventFilter, EventType, SourceName, MAX_EVENT_LEN, MAX_TOPIC_LEN};
 use crate::schema::Schemas;
-
-/// Longest event type accepted from a path segment or the configuration.
-pub const MAX_EVENT_LEN: usize = 200;
-/// Kafka's limit on topic names.
-pub const MAX_TOPIC_LEN: usize = 249;
-
-/// The characters Kafka allows in a topic name; event types and source names use the same set
-/// so that they can always be substituted into a topic.
-fn is_topic_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
-}
-
-/// A source's name, as in `/hooks/{source}` and `[sources.NAME]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SourceName(String);
-
-impl SourceName {
-    pub fn parse(name: &str) -> Result<SourceName, String> {
-        if name.is_empty() || name.len() > 100 || !name.chars().all(is_topic_char) {
-            return Err("a source name is 1 to 100 characters of A-Z a-z 0-9 . _ -".to_owned());
-        }
-        Ok(SourceName(name.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SourceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// An event type (`course.completed.50`): the CloudEvents `type` and part of the topic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct EventType(String);
-
-impl EventType {
-    pub fn parse(event: &str) -> Option<EventType> {
-        let valid =
-            !event.is_empty() && event.len() <= MAX_EVENT_LEN && event.chars().all(is_topic_char);
-        valid.then(|| EventType(event.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for EventType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl EventType {
-    /// An event type named by the sender (a header or body field), made fit for a topic name:
-    /// `/` and `:` become `.` (Shopify's `orders/create` is `orders.create`), any other character
-    /// outside `A-Z a-z 0-9 . _ -` becomes `_`. `None` when it is longer than [`MAX_EVENT_LEN`].
-    pub fn sanitize(named: &str) -> Option<EventType> {
-        let event: String = named
-            .chars()
-            .map(|c| match c {
-                c if is_topic_char(c) => c,
-                '/' | ':' => '.',
-                _ => '_',
-            })
-            .collect();
-        EventType::parse(&event)
-    }
-}
 
 /// Longest event id accepted from the sender; longer ones are ignored (the relay's own id is used).
 pub const MAX_SENDER_ID_LEN: usize = 200;
@@ -219,15 +147,6 @@ pub enum KeyRule {
     Header(actix_web::http::header::HeaderName),
 }
 
-/// Which events a source accepts.
-#[derive(Debug, Clone)]
-pub enum EventFilter {
-    /// Only these; a request for another event gets 404.
-    Only(HashSet<String>),
-    /// Any event whose topic exists.
-    Any,
-}
-
 /// A source's deduplication window (how long each id is kept is its event's [`Identity`] rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DedupWindow {
@@ -278,6 +197,24 @@ pub struct Source {
     pub register: Option<RegisterSettings>,
 }
 
+/// Checks `[sources.NAME.register]` at load: the key is a reference, the URL parses.
+fn check_register_settings(settings: &RegisterSettings) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    if !(settings.api_key.starts_with("env:") || settings.api_key.starts_with("file:")) {
+        problems.push((
+            "api_key",
+            "a secret must be written as env:NAME or file:/path, never as a literal value"
+                .to_owned(),
+        ));
+    }
+    match reqwest::Url::parse(&settings.api_url) {
+        Ok(url) if matches!(url.scheme(), "https" | "http") => {}
+        Ok(url) => problems.push(("api_url", format!("{} is not an HTTP(S) URL", url.scheme()))),
+        Err(error) => problems.push(("api_url", format!("not a URL: {error}"))),
+    }
+    problems
+}
+
 /// `[sources.NAME.register]`: a key reference, an HTTP(S) URL, and a token the hook URL can carry.
 fn check_register(
     path: &str,
@@ -285,7 +222,7 @@ fn check_register(
     auth: &AuthSettings,
     errors: &mut ConfigErrors,
 ) {
-    for (key, reason) in crate::register::check_settings(register) {
+    for (key, reason) in check_register_settings(register) {
         errors.push(format!("{path}.register.{key}"), reason);
     }
     if !matches!(auth, AuthSettings::Token(token) if token.location == TokenLocation::Query) {
@@ -601,7 +538,7 @@ impl Source {
     /// topic depends on an event type that is not listed.
     pub fn known_topics(&self) -> Option<Vec<String>> {
         if !self.topic.uses_event() {
-            let placeholder = EventType(format!("{}.webhook", self.name));
+            let placeholder = EventType::fallback(&self.name);
             return Some(vec![self.topic.render(&self.name, &placeholder)]);
         }
         match &self.events {
@@ -681,7 +618,7 @@ impl Source {
     }
 
     fn default_event_type(&self) -> EventType {
-        EventType(format!("{}.webhook", self.name))
+        EventType::fallback(&self.name)
     }
 
     fn allows(&self, event: &EventType) -> bool {
@@ -716,6 +653,24 @@ impl Source {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn settings_need_a_secret_reference_and_an_http_url() {
+        let good = RegisterSettings {
+            api_key: "env:TAGMANGO_API_KEY".to_owned(),
+            api_url: crate::settings::TAGMANGO_REGISTER_API_URL.to_owned(),
+        };
+        assert!(check_register_settings(&good).is_empty());
+        let bad = RegisterSettings {
+            api_key: "literal-key".to_owned(),
+            api_url: "ftp://x".to_owned(),
+        };
+        let problems: Vec<&str> = check_register_settings(&bad)
+            .iter()
+            .map(|(key, _)| *key)
+            .collect();
+        assert_eq!(problems, ["api_key", "api_url"]);
+    }
+
     use super::*;
 
     fn name(text: &str) -> SourceName {
@@ -745,7 +700,7 @@ mod tests {
 
     #[test]
     fn sender_event_types_are_sanitised_to_topic_characters() {
-        let sanitize = |text| EventType::sanitize(text).map(|event| event.0);
+        let sanitize = |text| EventType::sanitize(text).map(|event| event.as_str().to_owned());
         assert_eq!(sanitize("orders/create").as_deref(), Some("orders.create"));
         assert_eq!(sanitize("push").as_deref(), Some("push"));
         assert_eq!(sanitize("a b\u{e9}!").as_deref(), Some("a_b__"));

@@ -13,7 +13,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::{Secret, TlsSettings};
+use crate::secret::Secret;
+use crate::settings::TlsSettings;
 
 /// Why a certificate and key cannot serve.
 #[derive(Debug, thiserror::Error)]

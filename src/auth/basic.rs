@@ -5,9 +5,9 @@ use actix_web::http::header;
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
-use super::settings::BasicAuthSettings;
 use super::{matches_any, resolve_secrets, AuthError, SettingsError};
-use crate::config::Secret;
+use crate::secret::Secret;
+use crate::settings::BasicAuthSettings;
 
 #[derive(Debug, Clone)]
 pub struct BasicAuth {

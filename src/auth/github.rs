@@ -5,8 +5,8 @@
 use actix_web::http::header::HeaderName;
 
 use super::hmac::{HmacScheme, SignedContent};
-use super::settings::{Algorithm, Encoding};
-use crate::config::Secret;
+use crate::secret::Secret;
+use crate::settings::{Algorithm, Encoding};
 
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 /// The SHA-1 signature GitHub still sends beside the SHA-256 one; never forwarded either.

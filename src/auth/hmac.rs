@@ -8,9 +8,9 @@ use std::time::SystemTime;
 use actix_web::http::header::{HeaderMap, HeaderName};
 
 use super::mac::{self, any_matches};
-use super::settings::{Algorithm, Encoding, HmacAuthSettings};
 use super::{resolve_secrets, AuthError, SettingsError};
-use crate::config::Secret;
+use crate::secret::Secret;
+use crate::settings::{Algorithm, Encoding, HmacAuthSettings};
 
 /// A part of the signed content.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,9 +12,9 @@ use base64::Engine;
 use hmac::{KeyInit, Mac};
 use subtle::ConstantTimeEq;
 
-use super::settings::{Algorithm, Encoding};
 use super::AuthError;
-use crate::config::Secret;
+use crate::secret::Secret;
+use crate::settings::{Algorithm, Encoding};
 
 /// Longest timestamp header accepted: ten digits is year 2286.
 const MAX_TIMESTAMP_DIGITS: usize = 12;

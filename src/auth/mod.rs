@@ -17,7 +17,6 @@ mod basic;
 pub mod github;
 pub mod hmac;
 mod mac;
-mod settings;
 pub mod shopify;
 pub mod slack;
 pub mod standard_webhooks;
@@ -33,14 +32,14 @@ use subtle::ConstantTimeEq;
 
 pub use self::basic::BasicAuth;
 pub use self::hmac::HmacScheme;
-pub use self::settings::{
-    default_tolerance_secs, Algorithm, AuthSettings, BasicAuthSettings, Encoding, HmacAuthSettings,
-    NoAuthSettings, PresetAuthSettings, TokenAuthSettings, TokenLocation,
-};
 pub use self::standard_webhooks::StandardWebhooksScheme;
 pub use self::stripe::StripeScheme;
 pub use self::token::TokenAuth;
-use crate::config::Secret;
+use crate::secret::Secret;
+pub use crate::settings::{
+    default_tolerance_secs, Algorithm, AuthSettings, BasicAuthSettings, Encoding, HmacAuthSettings,
+    NoAuthSettings, PresetAuthSettings, TokenAuthSettings, TokenLocation,
+};
 
 /// A configuration problem: the key suffix under `auth` (`.secrets[1]`) and the reason.
 pub type SettingsError = (String, String);

@@ -7,8 +7,8 @@
 use actix_web::http::header::HeaderName;
 
 use super::hmac::{HmacScheme, SignedContent};
-use super::settings::{Algorithm, Encoding};
-use crate::config::Secret;
+use crate::secret::Secret;
+use crate::settings::{Algorithm, Encoding};
 
 pub const SIGNATURE_HEADER: &str = "x-shopify-hmac-sha256";
 pub const EVENT_ID_HEADER: &str = "x-shopify-event-id";

@@ -10,9 +10,9 @@ use actix_web::http::header::{HeaderMap, HeaderName};
 use base64::Engine;
 
 use super::mac::{self, any_matches};
-use super::settings::{Algorithm, Encoding};
 use super::AuthError;
-use crate::config::Secret;
+use crate::secret::Secret;
+use crate::settings::{Algorithm, Encoding};
 
 pub const ID_HEADER: &str = "webhook-id";
 pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";

@@ -8,9 +8,9 @@ use std::time::SystemTime;
 use actix_web::http::header::{HeaderMap, HeaderName};
 
 use super::mac::{self, any_matches};
-use super::settings::{Algorithm, Encoding};
 use super::AuthError;
-use crate::config::Secret;
+use crate::secret::Secret;
+use crate::settings::{Algorithm, Encoding};
 
 pub const SIGNATURE_HEADER: &str = "stripe-signature";
 /// More elements than any real header carries; longer lists are refused unread.

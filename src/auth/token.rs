@@ -5,9 +5,9 @@ use std::borrow::Cow;
 
 use actix_web::http::header::HeaderName;
 
-use super::settings::{TokenAuthSettings, TokenLocation};
 use super::{matches_any, resolve_secrets, AuthError, SettingsError};
-use crate::config::Secret;
+use crate::secret::Secret;
+use crate::settings::{TokenAuthSettings, TokenLocation};
 
 #[derive(Debug, Clone)]
 pub struct TokenAuth {

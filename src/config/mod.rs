@@ -4,32 +4,34 @@
 //! Loading collects every problem it finds (not only the first) and reports each with the key path
 //! it belongs to, so `hookrelay check-config` can print a complete list.
 
-mod secret;
-mod settings;
-
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
-pub use secret::Secret;
-pub use settings::{
-    AckMode, DeliverySettings, EventIdentitySettings, IdempotencySettings, KafkaSettings,
-    LogFormat, RateLimitSettings, RegisterSettings, ServerSettings, Settings, SourceSettings,
-    TelemetrySettings, TlsSettings, TAGMANGO_REGISTER_API_URL,
+// The file's types, re-exported: what most callers of `Config::load` also name.
+pub use crate::secret::Secret;
+pub use crate::settings::{
+    AckMode, AuthSettings, ConfigError, ConfigErrors, DeliverySettings, EventIdentitySettings,
+    IdempotencySettings, KafkaSettings, LogFormat, RateLimitSettings, RegisterSettings,
+    ServerSettings, Settings, SourceSettings, TelemetrySettings, TlsSettings, TokenAuthSettings,
+    TokenLocation, TAGMANGO_REGISTER_API_URL,
 };
 
-pub use crate::auth::{AuthSettings, TokenAuthSettings, TokenLocation};
-
 use crate::client_ip::IpRanges;
-use crate::publisher::{DEFAULT_MESSAGE_MAX_BYTES, RECORD_HEADROOM};
 use crate::source::Source;
 
-/// The largest body any limit may allow: what one spool frame holds, with room for the rest of
-/// the record.
-pub const MAX_BODY_BYTES: usize = crate::spool::codec::MAX_PAYLOAD - 1024 * 1024;
+/// The largest body any limit may allow: what one spool frame holds (256 MiB, checked by the
+/// spool's codec), less 1 MiB for the rest of the record.
+pub const MAX_BODY_BYTES: usize = 255 * 1024 * 1024;
+
+/// librdkafka's default `message.max.bytes`: the largest record the producer takes.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The most a record's key, headers and envelope add to its value that a body limit must leave
+/// room for (event id, type, time, source, content type, auth method and a key such as an email).
+pub const RECORD_HEADROOM: usize = 4096;
 
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/hookrelay.toml";
@@ -268,77 +270,3 @@ fn check_body_limits(settings: &Settings, errors: &mut ConfigErrors) {
         }
     }
 }
-
-/// One configuration problem, with the dotted key path it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub reason: String,
-}
-
-/// Every problem found in a configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl ConfigErrors {
-    pub fn one(path: impl Into<String>, reason: impl Into<String>) -> Self {
-        let mut errors = Self::default();
-        errors.push(path, reason);
-        errors
-    }
-
-    pub fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.into(),
-            reason: reason.into(),
-        });
-    }
-
-    pub fn extend(&mut self, other: ConfigErrors) {
-        self.0.extend(other.0);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
-        if self.is_empty() {
-            Ok(value)
-        } else {
-            Err(self)
-        }
-    }
-
-    fn from_figment(error: figment::Error) -> Self {
-        let mut errors = Self::default();
-        for error in error {
-            let path = error.path.join(".");
-            let origin = error
-                .metadata
-                .as_ref()
-                .map(|metadata| format!(" (from {})", metadata.name))
-                .unwrap_or_default();
-            errors.push(path, format!("{}{origin}", error.kind));
-        }
-        errors
-    }
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, error) in self.0.iter().enumerate() {
-            if index > 0 {
-                writeln!(f)?;
-            }
-            if error.path.is_empty() {
-                write!(f, "{}", error.reason)?;
-            } else {
-                write!(f, "{}: {}", error.path, error.reason)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}

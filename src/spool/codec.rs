@@ -15,6 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const FRAME_HEADER: usize = 16;
 /// Larger payloads are taken as corruption (the relay's body limit is far below this).
 pub const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
+
+// Every body a configuration may allow fits a frame with room for the rest of its record.
+const _: () = assert!(crate::config::MAX_BODY_BYTES + 1024 * 1024 <= MAX_PAYLOAD);
 const VERSION: u8 = 1;
 
 /// What the relay spools for one event, borrowed from the request.

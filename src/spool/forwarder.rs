@@ -336,25 +336,22 @@ impl Forwarder {
             };
             let metrics = self.sources.get(record.source).cloned();
             let received_ms = record.received_ms;
-            let refused =
-                match self.publish(&record, None, metrics, seq) {
-                    Ok(()) => None,
-                    Err(PublishError::Kafka(error))
-                        if Refusal::of(&error) != Refusal::Retriable =>
-                    {
-                        Some(Refusal::of(&error))
+            let refused = match self.publish(&record, None, metrics, seq) {
+                Ok(()) => None,
+                Err(PublishError::Kafka(error)) if Refusal::of(&error) != Refusal::Retriable => {
+                    Some(Refusal::of(&error))
+                }
+                Err(error) => {
+                    // Read it again later; a full queue drains as reports arrive. (Where the
+                    // record itself starts: the segment before it may be retired already.)
+                    self.reader.seek(location, seq);
+                    if !matches!(error, PublishError::QueueFull | PublishError::Replacing) {
+                        tracing::warn!(%error, "spool: cannot hand a record to the producer");
                     }
-                    Err(error) => {
-                        // Read it again later; a full queue drains as reports arrive. (Where the
-                        // record itself starts: the segment before it may be retired already.)
-                        self.reader.seek(location, seq);
-                        if !matches!(error, PublishError::QueueFull | PublishError::Replacing) {
-                            tracing::warn!(%error, "spool: cannot hand a record to the producer");
-                        }
-                        self.paused_until = Some(Instant::now() + Duration::from_millis(10));
-                        return Ok(());
-                    }
-                };
+                    self.paused_until = Some(Instant::now() + Duration::from_millis(10));
+                    return Ok(());
+                }
+            };
             let state = match refused {
                 Some(Refusal::Permanent(reason)) => {
                     self.refused_waiting = true;

@@ -1,7 +1,7 @@
 //! `auth = { type = ..., ... }` as written in the configuration file.
 //!
-//! Owned by the auth module (not `config::settings`) so that a new scheme touches one folder.
-//! Every table denies unknown keys; [`super::Authenticator::from_settings`] checks the values.
+//! Every table denies unknown keys; [`crate::auth::Authenticator::from_settings`] checks the
+//! values.
 
 use serde::Deserialize;
 

@@ -1,7 +1,7 @@
 //! The configuration file as written: one serde tree, every key documented.
 //!
 //! These types mirror `config/hookrelay.toml` and the `HOOKRELAY__SECTION__KEY` environment
-//! overrides. They are only a transport: [`super::Config::load`] turns them into run-time types
+//! overrides. A leaf: they are only a transport, and [`crate::config::Config::load`] turns them into run-time types
 //! that cannot be invalid (resolved secrets, parsed topic templates, checked addresses).
 //! Every struct denies unknown keys, so a typo is an error rather than a silently ignored setting.
 
@@ -11,8 +11,22 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::AuthSettings;
-use crate::schema::SchemaMode;
+mod auth;
+mod errors;
+
+pub use auth::*;
+pub use errors::{ConfigError, ConfigErrors};
+
+/// What happens to a body that fails its schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaMode {
+    /// Refuse it: 422 `schema_violation`.
+    #[default]
+    Enforce,
+    /// Accept it; count it in `hookrelay_schema_violations_total` and log where it failed.
+    Observe,
+}
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
