@@ -619,7 +619,7 @@ fn spool_dead(path: &std::path::Path, command: DeadCommand) -> ExitCode {
                 let headers: Vec<(&str, &[u8])> = stored
                     .headers
                     .iter()
-                    .filter(|(name, _)| name != crate::publisher::DEAD_REASON_HEADER)
+                    .filter(|(name, _)| name != crate::record::DEAD_REASON_HEADER)
                     .map(|(name, value)| (name.as_str(), value.as_slice()))
                     .collect();
                 let record = crate::publisher::Record {

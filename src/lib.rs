@@ -7,7 +7,7 @@
 //! Where to look: [`settings`] (the file as written), [`config`] (its checks: the validated configuration), [`secret`] (secret references), [`names`] (source names, event types), [`source`] (a sender's rules),
 //! [`auth`] (credentials), [`client_ip`] (IP allowlists), [`ingress`] (the HTTP request path), [`json`] (body validation), [`schema`] (JSON Schema per event),
 //! [`event`] (ids, keys), [`identity`] (what names one occurrence of an event), [`spool`] (the durable write-ahead spool and its forwarder),
-//! [`idempotency`] (the deduplication window), [`publisher`] (the Kafka producer),
+//! [`idempotency`] (the deduplication window), [`record`] (the Kafka record an event becomes), [`delivery`] (the ack modes), [`publisher`] (the Kafka producer),
 //! [`topics`] (topic existence), [`retry`] (`Retry-After` estimates),
 //! [`health`] (readiness), [`admin`] (metrics and probes), [`metrics`], [`telemetry`] (logs),
 //! [`app`] (start-up and shutdown), [`tls`] (HTTPS on the ingress), [`reload`] (configuration reload), [`tail`] (reading a topic back), [`register`] (subscribing at the sender), [`cli`] (commands).
@@ -18,6 +18,7 @@ pub mod auth;
 pub mod cli;
 pub mod client_ip;
 pub mod config;
+pub mod delivery;
 pub mod event;
 pub mod health;
 pub mod idempotency;
@@ -27,6 +28,7 @@ pub mod json;
 pub mod metrics;
 pub mod names;
 pub mod publisher;
+pub mod record;
 pub mod register;
 pub mod reload;
 pub mod retry;

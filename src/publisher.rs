@@ -98,27 +98,7 @@ impl Refusal {
     }
 }
 
-/// The size librdkafka gives a record when it checks it against `message.max.bytes` (its
-/// `rd_kafka_msg_max_wire_size`): the worst-case v2 record envelope (36 bytes of varints), the key,
-/// the value, and each header's name and value with two length varints.
-pub fn wire_size(key: &[u8], value: &[u8], headers: &[(&str, &[u8])]) -> usize {
-    const ENVELOPE: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
-    const HEADER_VARINTS: usize = 5 + 5;
-    ENVELOPE
-        + key.len()
-        + value.len()
-        + headers
-            .iter()
-            .map(|(name, value)| HEADER_VARINTS + name.len() + value.len())
-            .sum::<usize>()
-}
-
-/// Header of a dead letter: why it is not on its topic (`record_too_large`, `schema_violation`...).
-pub const DEAD_REASON_HEADER: &str = "hookrelay_dead_reason";
-/// Header of a dead letter: the topic it was meant for.
-pub const DEAD_TOPIC_HEADER: &str = "hookrelay_dead_topic";
-
-/// Builds CloudEvents binary-mode headers plus hookrelay's own.
+/// A record's headers ([`crate::record`]) as the producer takes them.
 pub fn headers(fields: &[(&str, &[u8])]) -> OwnedHeaders {
     fields.iter().fold(
         OwnedHeaders::new_with_capacity(fields.len()),

@@ -35,16 +35,18 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use crate::auth::{Head, Unverified};
 use crate::client_ip::{self, IpRanges};
 use crate::config::{AckMode, Config};
+use crate::delivery::{Delivery, Unavailable};
 use crate::event::Event;
 use crate::health::Health;
 use crate::idempotency::Idempotency;
 use crate::json;
 use crate::metrics::{Metrics, SourceMetrics, UNKNOWN_SOURCE};
-use crate::publisher::{self, Ack, PublishError, Publisher, Record};
+use crate::publisher::{Ack, Publisher};
+use crate::record::{self, CloudEvent, Outgoing};
 use crate::retry::MIN_RETRY_AFTER;
 use crate::schema::{SchemaMode, Violation};
-use crate::source::{EventChoice, EventFilter, Source};
-use crate::spool::{codec, Entry, Spool, SpoolError};
+use crate::source::{EventChoice, EventFilter, EventType, Source};
+use crate::spool::Spool;
 use crate::topics::Topics;
 
 /// Header carrying the request id, accepted from the sender when sane and always echoed.
@@ -65,7 +67,7 @@ pub struct Ingress {
     topics: Arc<Topics>,
     health: Arc<Health>,
     metrics: Metrics,
-    spool: Option<Spool>,
+    delivery: Delivery,
     idempotency: Arc<Idempotency>,
 }
 
@@ -97,11 +99,11 @@ impl Ingress {
     ) -> Ingress {
         Ingress {
             live: ArcSwap::from_pointee(Live::new(config, &metrics)),
+            delivery: Delivery::new(publisher.clone(), spool, idempotency.clone()),
             publisher,
             topics,
             health,
             metrics,
-            spool,
             idempotency,
         }
     }
@@ -110,7 +112,7 @@ impl Ingress {
     /// Refuses (keeping the current one) when the new configuration needs what only a restart
     /// gives: a spool that is not open.
     pub fn reload(&self, config: &Config) -> Result<(), String> {
-        if self.spool.is_none() {
+        if !self.delivery.has_spool() {
             if let Some(source) = config.sources.iter().find(|s| s.ack == AckMode::Spool) {
                 return Err(format!(
                     "source {} acks on the spool, which this process has not opened: restart to enable it",
@@ -415,7 +417,8 @@ struct Delivered {
     schema_violation: Option<Violation>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The steps after the head checks ([`admit`]): body, signature, rate, JSON, handshake, event
+/// type, schema, identity, duplicate, durability point.
 async fn accept(
     request: &HttpRequest,
     admitted: Admitted<'_>,
@@ -426,63 +429,30 @@ async fn accept(
 ) -> Result<Answer, Rejection> {
     let Admitted {
         entry,
-        event: event_choice,
+        event: choice,
         content_type,
-        declared_length: declared,
+        declared_length,
     } = admitted;
     let source = &entry.source;
-    let deadline = tokio::time::Instant::now() + live.body_timeout;
-    let limit = source.max_body_bytes;
-    let body: Bytes = body::read(payload, limit, declared, deadline)
-        .await
-        .map_err(|error| match error {
-            body::BodyError::TooLarge => Rejection::PayloadTooLarge { limit },
-            body::BodyError::TimedOut => Rejection::BodyTimeout {
-                timeout: live.body_timeout,
-            },
-            body::BodyError::Incomplete => Rejection::IncompleteBody,
-        })?;
-    entry.metrics.body_bytes.observe(body.len() as f64);
-
+    let body = read_body(payload, entry, live, declared_length).await?;
     let body = source
         .auth
         .verify(request, Unverified::new(body), received)
         .map_err(Rejection::Unauthorized)?;
-    // Only requests that proved their sender use up the source's rate: strangers cannot drain it
-    // and have the real sender refused.
-    if let Some(limiter) = &entry.limiter {
-        limiter.check().map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            Rejection::RateLimited {
-                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
-            }
-        })?;
-    }
-    let keep = |rejection, intended| {
-        keep_refused(
-            ingress,
-            live,
-            entry,
-            request,
-            body.bytes(),
-            intended,
-            received,
-            rejection,
-        )
+    rate_limit(entry)?;
+    let authentic = Authentic {
+        ingress,
+        live,
+        entry,
+        request,
+        body: body.bytes(),
+        received,
     };
-    let document = match json::validate(body.bytes()).and_then(|document| {
-        json::check_depth(body.bytes(), live.max_json_depth).map(|()| document)
-    }) {
-        Ok(document) => document,
-        Err(error) => {
-            let intended = source.event_type_or_default(&event_choice);
-            return Err(keep(Rejection::InvalidJson(error), intended).await);
-        }
-    };
+    let document = authentic.parse(&choice).await?;
     if let Some(challenge) = source.auth.handshake(document) {
         return Ok(Answer::Challenge(challenge));
     }
-    let event_type = match event_choice {
+    let event_type = match choice {
         EventChoice::Decided(event) => event,
         EventChoice::FromSender => {
             source
@@ -493,18 +463,7 @@ async fn accept(
                 })?
         }
     };
-    let schema_violation = match &source.schemas {
-        Some(schemas) => match schemas
-            .check(&event_type, body.bytes())
-            .map_err(Rejection::InvalidJson)?
-        {
-            Some(violation) if schemas.mode == SchemaMode::Enforce => {
-                return Err(keep(Rejection::SchemaViolation(violation), event_type.clone()).await)
-            }
-            observed => observed,
-        },
-        None => None,
-    };
+    let schema_violation = authentic.check_schema(&event_type).await?;
     let event = Event::new(
         source,
         event_type,
@@ -517,46 +476,236 @@ async fn accept(
     if matches!(source.events, EventFilter::Any) {
         ensure_topic(ingress, live, &topic).await?;
     }
-
-    if ingress
+    let duplicate = ingress
         .idempotency
-        .is_duplicate(source.name.as_str(), &event.id)
-    {
-        return Ok(Answer::Delivered(Delivered {
-            event,
-            topic,
-            ack: None,
-            duplicate: true,
-            bytes: body.bytes().len(),
-            status: source.success_status,
-            schema_violation,
-        }));
+        .is_duplicate(source.name.as_str(), &event.id);
+    let ack = if duplicate {
+        None
+    } else {
+        deliver(&authentic, &event, &topic, content_type).await?
+    };
+    Ok(Answer::Delivered(Delivered {
+        event,
+        topic,
+        ack,
+        duplicate,
+        bytes: body.bytes().len(),
+        status: source.success_status,
+        schema_violation,
+    }))
+}
+
+/// Reads the body within the source's limit and the body deadline.
+async fn read_body(
+    payload: &mut Payload,
+    entry: &SourceEntry,
+    live: &Live,
+    declared_length: Option<usize>,
+) -> Result<Bytes, Rejection> {
+    let deadline = tokio::time::Instant::now() + live.body_timeout;
+    let limit = entry.source.max_body_bytes;
+    let body = body::read(payload, limit, declared_length, deadline)
+        .await
+        .map_err(|error| match error {
+            body::BodyError::TooLarge => Rejection::PayloadTooLarge { limit },
+            body::BodyError::TimedOut => Rejection::BodyTimeout {
+                timeout: live.body_timeout,
+            },
+            body::BodyError::Incomplete => Rejection::IncompleteBody,
+        })?;
+    entry.metrics.body_bytes.observe(body.len() as f64);
+    Ok(body)
+}
+
+/// Only requests that proved their sender use up the source's rate: strangers cannot drain it
+/// and have the real sender refused.
+fn rate_limit(entry: &SourceEntry) -> Result<(), Rejection> {
+    let Some(limiter) = &entry.limiter else {
+        return Ok(());
+    };
+    limiter.check().map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        Rejection::RateLimited {
+            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    })
+}
+
+/// An authenticated request on its way: what refusing it, or delivering it, needs.
+struct Authentic<'a> {
+    ingress: &'a Ingress,
+    live: &'a Live,
+    entry: &'a SourceEntry,
+    request: &'a HttpRequest,
+    body: &'a [u8],
+    received: SystemTime,
+}
+
+impl<'a> Authentic<'a> {
+    /// The body as a JSON document within the depth limit.
+    async fn parse(
+        &self,
+        choice: &EventChoice,
+    ) -> Result<&'a serde_json::value::RawValue, Rejection> {
+        let checked = json::validate(self.body).and_then(|document| {
+            json::check_depth(self.body, self.live.max_json_depth).map(|()| document)
+        });
+        match checked {
+            Ok(document) => Ok(document),
+            Err(error) => {
+                let intended = self.entry.source.event_type_or_default(choice);
+                Err(self.keep(Rejection::InvalidJson(error), intended).await)
+            }
+        }
     }
 
+    /// The event's JSON Schema, if it has one: a violation refuses it in `enforce` mode and is
+    /// returned (to be logged) in `observe` mode.
+    async fn check_schema(&self, event_type: &EventType) -> Result<Option<Violation>, Rejection> {
+        let Some(schemas) = &self.entry.source.schemas else {
+            return Ok(None);
+        };
+        match schemas
+            .check(event_type, self.body)
+            .map_err(Rejection::InvalidJson)?
+        {
+            Some(violation) if schemas.mode == SchemaMode::Enforce => Err(self
+                .keep(Rejection::SchemaViolation(violation), event_type.clone())
+                .await),
+            observed => Ok(observed),
+        }
+    }
+
+    /// For a source with `dead_letter_refused`: keeps an event its sender authenticated but the
+    /// relay refuses (its body is not JSON, or fails its schema) on the dead-letter topic,
+    /// through the source's ack mode, and returns the refusal to answer. When it cannot be kept
+    /// now, the answer is that 503 instead, so that a sender that retries sends it again.
+    async fn keep(&self, rejection: Rejection, intended_event: EventType) -> Rejection {
+        let source = &self.entry.source;
+        let Some(dead_letter_topic) = self.live.dead_letter_topic.as_deref() else {
+            return rejection;
+        };
+        if !source.dead_letter_refused {
+            return rejection;
+        }
+        let id = uuid::Uuid::now_v7().hyphenated().to_string();
+        let time = humantime::format_rfc3339_millis(self.received).to_string();
+        let intended_topic = source.topic.render(&source.name, &intended_event);
+        let reason = rejection.code();
+        let mut headers = CloudEvent {
+            id: &id,
+            source: &source.ce_source,
+            event_type: intended_event.as_str(),
+            time: &time,
+            content_type: self
+                .request
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map_or(&b""[..], |value| value.as_bytes()),
+            auth: source.auth.method(),
+        }
+        .headers();
+        record::mark_dead(&mut headers, reason, &intended_topic);
+        let outgoing = Outgoing {
+            topic: dead_letter_topic,
+            key: id.as_bytes(),
+            headers: &headers,
+            value: self.body,
+            received: self.received,
+        };
+        if outgoing.wire_size() > self.live.max_record_bytes {
+            return rejection;
+        }
+        match self.commit(&outgoing, None).await {
+            Ok(_) => {
+                self.ingress
+                    .metrics
+                    .dead_letters
+                    .with_label_values(&[source.name.as_str(), reason])
+                    .inc();
+                tracing::info!(id, reason, "refused event kept on the dead-letter topic");
+                rejection
+            }
+            Err(unavailable) => unavailable,
+        }
+    }
+
+    /// [`Delivery::commit`] with the source's ack mode, its failures as refusals.
+    async fn commit(
+        &self,
+        outgoing: &Outgoing<'_>,
+        remembered: Option<crate::idempotency::Remembered>,
+    ) -> Result<Option<Ack>, Rejection> {
+        let source = &self.entry.source;
+        self.ingress
+            .delivery
+            .commit(
+                source.ack,
+                source.name.as_str(),
+                &self.entry.metrics,
+                outgoing,
+                remembered,
+                self.live.broker_timeout,
+            )
+            .await
+            .map_err(|unavailable| match unavailable {
+                Unavailable::NoSpool => Rejection::NotReady {
+                    retry_after: MIN_RETRY_AFTER,
+                },
+                Unavailable::SpoolFull { retry_after } => Rejection::SpoolFull { retry_after },
+                Unavailable::SpoolFailed => Rejection::SpoolUnavailable {
+                    retry_after: MIN_RETRY_AFTER,
+                },
+                Unavailable::QueueFull { retry_after } => Rejection::QueueFull { retry_after },
+                Unavailable::Kafka { retry_after } => Rejection::KafkaUnavailable { retry_after },
+            })
+    }
+}
+
+/// Builds the event's record, checks that Kafka can take it, and takes it to the source's
+/// durability point.
+async fn deliver(
+    authentic: &Authentic<'_>,
+    event: &Event,
+    topic: &str,
+    content_type: &str,
+) -> Result<Option<Ack>, Rejection> {
+    let Authentic {
+        ingress,
+        live,
+        entry,
+        request,
+        body,
+        received,
+    } = authentic;
+    let source = &entry.source;
     if !ingress.health.is_ready() {
         return Err(Rejection::NotReady {
             retry_after: ingress.publisher.retry_after_secs(),
         });
     }
     let time = event.time();
-    let mut headers: Vec<(&str, &[u8])> = vec![
-        ("ce_specversion", b"1.0"),
-        ("ce_id", event.id.as_bytes()),
-        ("ce_source", source.ce_source.as_bytes()),
-        ("ce_type", event.event_type.as_str().as_bytes()),
-        ("ce_time", time.as_bytes()),
-        ("content-type", content_type.as_bytes()),
-        ("hookrelay_auth", source.auth.method().as_bytes()),
-    ];
-    for (name, record_name) in &source.forward_headers {
-        for value in request.headers().get_all(name) {
-            headers.push((record_name, value.as_bytes()));
-        }
+    let mut headers = CloudEvent {
+        id: &event.id,
+        source: &source.ce_source,
+        event_type: event.event_type.as_str(),
+        time: &time,
+        content_type: content_type.as_bytes(),
+        auth: source.auth.method(),
     }
-    let size = publisher::wire_size(&event.key, body.bytes(), &headers);
+    .headers();
+    record::forward(&mut headers, &source.forward_headers, request.headers());
+    let outgoing = Outgoing {
+        topic,
+        key: &event.key,
+        headers: &headers,
+        value: body,
+        received: *received,
+    };
+    let size = outgoing.wire_size();
     let limit = ingress
         .topics
-        .record_limit(&topic)
+        .record_limit(topic)
         .map_or(live.max_record_bytes, |topic_limit| {
             topic_limit.min(live.max_record_bytes)
         });
@@ -568,169 +717,7 @@ async fn accept(
         &event.id,
         source.dedup_ttl(&event.event_type),
     );
-    let outgoing = Outgoing {
-        topic: &topic,
-        key: &event.key,
-        headers: &headers,
-        value: body.bytes(),
-        received,
-    };
-    let ack = commit(ingress, live, entry, &outgoing, remembered).await?;
-    Ok(Answer::Delivered(Delivered {
-        event,
-        topic,
-        ack,
-        duplicate: false,
-        bytes: body.bytes().len(),
-        status: source.success_status,
-        schema_violation,
-    }))
-}
-
-/// A record on its way to its durability point.
-struct Outgoing<'a> {
-    topic: &'a str,
-    key: &'a [u8],
-    headers: &'a [(&'a str, &'a [u8])],
-    value: &'a [u8],
-    received: SystemTime,
-}
-
-/// Takes a record to its source's durability point: fsync'd in the spool, acknowledged by Kafka,
-/// or in the producer queue. `remembered` enters the deduplication window once it is there (in
-/// `memory` mode, once Kafka acknowledged it).
-async fn commit(
-    ingress: &Ingress,
-    live: &Live,
-    entry: &SourceEntry,
-    record: &Outgoing<'_>,
-    remembered: Option<crate::idempotency::Remembered>,
-) -> Result<Option<Ack>, Rejection> {
-    let source = &entry.source;
-    if source.ack == AckMode::Spool {
-        let spool = ingress.spool.as_ref().ok_or(Rejection::NotReady {
-            retry_after: MIN_RETRY_AFTER,
-        })?;
-        let frame = codec::encode(&Entry {
-            received: record.received,
-            source: source.name.as_str(),
-            topic: record.topic,
-            key: record.key,
-            headers: record.headers,
-            value: record.value,
-        });
-        spool
-            .append(frame, remembered)
-            .await
-            .map_err(|error| match error {
-                SpoolError::Full { retry_after } => Rejection::SpoolFull { retry_after },
-                SpoolError::Io(_) | SpoolError::Closed => Rejection::SpoolUnavailable {
-                    retry_after: MIN_RETRY_AFTER,
-                },
-            })?;
-        return Ok(None);
-    }
-    let kafka_record = Record {
-        topic: record.topic,
-        key: record.key,
-        value: record.value,
-        headers: publisher::headers(record.headers),
-    };
-    let published = if source.ack == AckMode::Memory {
-        // Remembered once Kafka has it: a record that times out in the queue must not make its
-        // repeats "duplicates".
-        let on_delivered = remembered.map(|remembered| {
-            let idempotency = ingress.idempotency.clone();
-            Box::new(move || idempotency.remember(remembered)) as publisher::OnDelivered
-        });
-        ingress
-            .publisher
-            .enqueue(kafka_record, &entry.metrics, on_delivered)
-            .map(|()| None)
-    } else {
-        let delivered = ingress
-            .publisher
-            .deliver(kafka_record, &entry.metrics, live.broker_timeout)
-            .await;
-        if let (Ok(_), Some(remembered)) = (&delivered, remembered) {
-            ingress.idempotency.remember(remembered);
-        }
-        delivered.map(Some)
-    };
-    published.map_err(|error| {
-        let retry_after = ingress.publisher.retry_after_secs();
-        match error {
-            PublishError::QueueFull => Rejection::QueueFull { retry_after },
-            PublishError::TimedOut(_) | PublishError::Kafka(_) | PublishError::Replacing => {
-                Rejection::KafkaUnavailable { retry_after }
-            }
-        }
-    })
-}
-
-/// For a source with `dead_letter_refused`: keeps an event its sender authenticated but the
-/// relay refuses (its body is not JSON, or fails its schema) on the dead-letter topic, through
-/// the source's ack mode, and returns the refusal to answer. When it cannot be kept now, the
-/// answer is that 503 instead, so that a sender that retries sends it again.
-#[allow(clippy::too_many_arguments)]
-async fn keep_refused(
-    ingress: &Ingress,
-    live: &Live,
-    entry: &SourceEntry,
-    request: &HttpRequest,
-    body: &[u8],
-    intended_event: crate::source::EventType,
-    received: SystemTime,
-    rejection: Rejection,
-) -> Rejection {
-    let source = &entry.source;
-    let Some(dead_letter_topic) = live.dead_letter_topic.as_deref() else {
-        return rejection;
-    };
-    if !source.dead_letter_refused {
-        return rejection;
-    }
-    let id = uuid::Uuid::now_v7().hyphenated().to_string();
-    let time = humantime::format_rfc3339_millis(received).to_string();
-    let intended_topic = source.topic.render(&source.name, &intended_event);
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map_or(&b""[..], |value| value.as_bytes());
-    let reason = rejection.code();
-    let headers: [(&str, &[u8]); 9] = [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", id.as_bytes()),
-        ("ce_source", source.ce_source.as_bytes()),
-        ("ce_type", intended_event.as_str().as_bytes()),
-        ("ce_time", time.as_bytes()),
-        ("content-type", content_type),
-        ("hookrelay_auth", source.auth.method().as_bytes()),
-        (publisher::DEAD_REASON_HEADER, reason.as_bytes()),
-        (publisher::DEAD_TOPIC_HEADER, intended_topic.as_bytes()),
-    ];
-    let outgoing = Outgoing {
-        topic: dead_letter_topic,
-        key: id.as_bytes(),
-        headers: &headers,
-        value: body,
-        received,
-    };
-    if publisher::wire_size(outgoing.key, body, &headers) > live.max_record_bytes {
-        return rejection;
-    }
-    match commit(ingress, live, entry, &outgoing, None).await {
-        Ok(_) => {
-            ingress
-                .metrics
-                .dead_letters
-                .with_label_values(&[source.name.as_str(), reason])
-                .inc();
-            tracing::info!(id, reason, "refused event kept on the dead-letter topic");
-            rejection
-        }
-        Err(unavailable) => unavailable,
-    }
+    authentic.commit(&outgoing, remembered).await
 }
 
 /// For sources that accept any event: the event's topic must exist (or be created, when the

@@ -104,7 +104,7 @@ impl DeadLetters {
         let reason = stored
             .headers
             .iter()
-            .find(|(name, _)| name == crate::publisher::DEAD_REASON_HEADER)
+            .find(|(name, _)| name == crate::record::DEAD_REASON_HEADER)
             .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
             .unwrap_or_default();
         Ok(DeadLetter { stored, reason })
@@ -130,7 +130,7 @@ mod tests {
         let received = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         let headers: &[(&str, &[u8])] = &[
             ("ce_id", b"id-1"),
-            (crate::publisher::DEAD_REASON_HEADER, b"record_too_large"),
+            (crate::record::DEAD_REASON_HEADER, b"record_too_large"),
         ];
         dead.write(
             42,

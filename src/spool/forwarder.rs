@@ -28,10 +28,8 @@ use prometheus::{IntCounter, IntCounterVec};
 use super::dead::DeadLetters;
 use super::{codec, Location, Reader, Shared};
 use crate::metrics::SourceMetrics;
-use crate::publisher::{
-    self, Ack, PublishError, Publisher, Record, Refusal, ReportSink, DEAD_REASON_HEADER,
-    DEAD_TOPIC_HEADER,
-};
+use crate::publisher::{self, Ack, PublishError, Publisher, Record, Refusal, ReportSink};
+use crate::record::{self, DEAD_REASON_HEADER};
 
 const MAX_IN_FLIGHT: usize = 10_000;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
@@ -193,8 +191,7 @@ impl Forwarder {
             },
             Some((topic, reason)) => {
                 let mut fields = stored.headers.clone();
-                fields.push((DEAD_REASON_HEADER, reason.as_bytes()));
-                fields.push((DEAD_TOPIC_HEADER, stored.topic.as_bytes()));
+                record::mark_dead(&mut fields, reason, stored.topic);
                 Record {
                     topic,
                     key: stored.key,
