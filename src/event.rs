@@ -12,8 +12,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::identity;
-use crate::json;
-use crate::source::{EventType, KeyRule, Source};
+use crate::source::{EventType, Source};
 
 /// What the Kafka record says about an event besides its bytes.
 #[derive(Debug, Clone)]
@@ -38,17 +37,11 @@ impl Event {
         let id = source
             .sender_event_id(request, document)
             .unwrap_or_else(|| event_id(source, &event_type, body, document));
-        let key = match &source.key_rule {
-            Some(KeyRule::Field(pointer)) => pointer
-                .lookup(document)
-                .map(|value| json::text(value).into_owned().into_bytes()),
-            Some(KeyRule::Header(name)) => request
-                .headers()
-                .get(name)
-                .map(|value| value.as_bytes().to_vec()),
-            None => None,
-        }
-        .unwrap_or_else(|| id.as_bytes().to_vec());
+        let key = source
+            .key_rule
+            .as_ref()
+            .and_then(|rule| rule.key_bytes(request, document))
+            .unwrap_or_else(|| id.as_bytes().to_vec());
         Event {
             id,
             event_type,

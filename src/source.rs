@@ -43,6 +43,20 @@ impl SenderField {
         }
     }
 
+    /// The value in this request as the record key takes it: a header's bytes as sent, a body
+    /// field as text (a string unescaped, another value as written).
+    pub fn key_bytes(&self, request: &HttpRequest, document: &RawValue) -> Option<Vec<u8>> {
+        match self {
+            SenderField::Header(name) => request
+                .headers()
+                .get(name)
+                .map(|value| value.as_bytes().to_vec()),
+            SenderField::Body(pointer) => pointer
+                .lookup(document)
+                .map(|value| json::text(value).into_owned().into_bytes()),
+        }
+    }
+
     /// The value in this request, when present, non-empty and text.
     pub fn lookup<'a>(
         &self,
@@ -138,15 +152,6 @@ impl TopicTemplate {
     }
 }
 
-/// Where the Kafka record key comes from.
-#[derive(Debug, Clone)]
-pub enum KeyRule {
-    /// A JSON pointer into the body.
-    Field(Pointer),
-    /// A request header.
-    Header(actix_web::http::header::HeaderName),
-}
-
 /// A source's deduplication window (how long each id is kept is its event's [`Identity`] rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DedupWindow {
@@ -171,7 +176,8 @@ pub struct Source {
     pub auth: Authenticator,
     /// How an event id is derived when the sender gives none; `None`: a fresh UUIDv7.
     pub identity: Option<Identity>,
-    pub key_rule: Option<KeyRule>,
+    /// Where the record key is (`key`): a header or a body field; `None`: the event id.
+    pub key_rule: Option<SenderField>,
     pub ack: AckMode,
     /// Lower-case media types without parameters.
     pub content_types: Vec<String>,
@@ -195,6 +201,257 @@ pub struct Source {
     pub dead_letter_refused: bool,
     /// The sender's registration API, for `hookrelay register` only.
     pub register: Option<RegisterSettings>,
+}
+
+/// The checks of one `[sources.NAME]` table, each a step that records its problems under the
+/// table's key path (`sources.NAME.KEY`) and returns what it could build.
+struct Check<'a> {
+    path: String,
+    settings: &'a SourceSettings,
+    errors: ConfigErrors,
+}
+
+impl<'a> Check<'a> {
+    fn new(name: &str, settings: &'a SourceSettings) -> Check<'a> {
+        Check {
+            path: format!("sources.{name}"),
+            settings,
+            errors: ConfigErrors::default(),
+        }
+    }
+
+    /// A problem with `key` of this source (`""`: with the source itself).
+    fn push(&mut self, key: &str, reason: impl Into<String>) {
+        if key.is_empty() {
+            self.errors.push(&self.path, reason);
+        } else {
+            self.errors.push(format!("{}.{key}", self.path), reason);
+        }
+    }
+
+    fn events(&mut self) -> EventFilter {
+        match &self.settings.events {
+            None => EventFilter::Any,
+            Some(list) if list.is_empty() => {
+                self.push(
+                    "events",
+                    "an empty list would refuse every event; remove the key to allow any event",
+                );
+                EventFilter::Any
+            }
+            Some(list) => {
+                for (index, event) in list.iter().enumerate() {
+                    if EventType::parse(event).is_none() {
+                        self.push(
+                            &format!("events[{index}]"),
+                            format!("{event:?} is not a valid event type (1 to {MAX_EVENT_LEN} characters of A-Z a-z 0-9 . _ -)"),
+                        );
+                    }
+                }
+                EventFilter::Only(list.iter().cloned().collect())
+            }
+        }
+    }
+
+    fn key_rule(&mut self) -> Option<SenderField> {
+        let key = self.settings.key.as_deref()?;
+        SenderField::parse(key)
+            .map_err(|reason| self.push("key", reason))
+            .ok()
+    }
+
+    fn content_types(&mut self) -> Vec<String> {
+        if self.settings.content_types.is_empty() {
+            self.push("content_types", "list at least one media type");
+        }
+        let mut content_types = Vec::new();
+        for (index, media_type) in self.settings.content_types.iter().enumerate() {
+            let normalized = media_type.trim().to_ascii_lowercase();
+            let valid = normalized.split_once('/').is_some_and(|(kind, sub)| {
+                !kind.is_empty() && !sub.is_empty() && !normalized.contains([';', ' ', ','])
+            });
+            if valid {
+                content_types.push(normalized);
+            } else {
+                self.push(
+                    &format!("content_types[{index}]"),
+                    format!("{media_type:?} is not a media type such as application/json"),
+                );
+            }
+        }
+        content_types
+    }
+
+    fn success_status(&mut self) -> Option<StatusCode> {
+        match self.settings.success_status {
+            status @ (200 | 202 | 204) => StatusCode::from_u16(status).ok(),
+            other => {
+                self.push(
+                    "success_status",
+                    format!("{other} is not one of 200, 202, 204"),
+                );
+                None
+            }
+        }
+    }
+
+    fn dedup_window(&mut self, identity: Option<&Identity>) -> Option<DedupWindow> {
+        let idempotency = self.settings.idempotency.as_ref()?;
+        if idempotency.max_entries == 0 {
+            self.push("idempotency.max_entries", "must be at least 1");
+        }
+        identity
+            .is_some_and(Identity::has_window)
+            .then_some(DedupWindow {
+                max_entries: idempotency.max_entries,
+            })
+    }
+
+    fn rate_limit(&mut self) -> Option<RateLimit> {
+        let limit = self.settings.rate_limit.as_ref()?;
+        let per_second = std::num::NonZeroU32::new(limit.per_second);
+        let burst = std::num::NonZeroU32::new(limit.burst.unwrap_or(limit.per_second));
+        if per_second.is_none() {
+            self.push("rate_limit.per_second", "must be at least 1");
+        }
+        if burst.is_none() {
+            self.push("rate_limit.burst", "must be at least 1");
+        }
+        Some(RateLimit {
+            per_second: per_second?,
+            burst: burst?,
+        })
+    }
+
+    /// `event_id_from` / `event_from`: the setting, else the auth preset's places.
+    fn sender_fields(
+        &mut self,
+        key: &str,
+        setting: &Option<String>,
+        preset: &[&str],
+    ) -> Vec<SenderField> {
+        let texts: Vec<&str> = match setting {
+            Some(text) => vec![text.as_str()],
+            None => preset.to_vec(),
+        };
+        texts
+            .into_iter()
+            .filter_map(|text| {
+                SenderField::parse(text)
+                    .map_err(|reason| self.push(key, reason))
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// A credential must never become data: a record key, an event id (logged with every
+    /// request) or an event type.
+    fn credentials_never_data(
+        &mut self,
+        secret_headers: &[HeaderName],
+        key_rule: Option<&SenderField>,
+        event_id_from: &[SenderField],
+        event_from: &[SenderField],
+    ) {
+        let carries_credentials = |name: &HeaderName| secret_headers.contains(name);
+        if let Some(SenderField::Header(name)) = key_rule {
+            if carries_credentials(name) {
+                self.push(
+                    "key",
+                    format!(
+                        "{:?} carries credentials or a signature and is never a record key",
+                        name.as_str()
+                    ),
+                );
+            }
+        }
+        for (key, fields) in [("event_id_from", event_id_from), ("event_from", event_from)] {
+            for field in fields {
+                if let SenderField::Header(name) = field {
+                    if carries_credentials(name) {
+                        self.push(
+                            key,
+                            format!("{:?} carries credentials or a signature and is never read as event data", name.as_str()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn forward_headers(&mut self, secret_headers: &[HeaderName]) -> Vec<(HeaderName, String)> {
+        let mut forward_headers = Vec::new();
+        for (index, name) in self.settings.forward_headers.iter().enumerate() {
+            let key = format!("forward_headers[{index}]");
+            match HeaderName::try_from(name.as_str()) {
+                Err(_) => self.push(&key, format!("{name:?} is not a valid header name")),
+                Ok(header) if secret_headers.contains(&header) => self.push(
+                    &key,
+                    format!("{name:?} carries credentials or a signature and is never forwarded"),
+                ),
+                Ok(header) => {
+                    let record_name = format!("http_{}", header.as_str());
+                    forward_headers.push((header, record_name));
+                }
+            }
+        }
+        forward_headers
+    }
+
+    fn allow_ips(&mut self) -> Option<IpRanges> {
+        let list = self.settings.allow_ips.as_ref()?;
+        if list.is_empty() {
+            self.push(
+                "allow_ips",
+                "an empty list would refuse every request; remove the key to allow any address",
+            );
+        }
+        Some(IpRanges::parse(list).unwrap_or_else(|bad| {
+            for (index, reason) in bad {
+                self.push(&format!("allow_ips[{index}]"), reason);
+            }
+            IpRanges::default()
+        }))
+    }
+
+    fn schemas(&mut self, name: Option<&SourceName>, events: &EventFilter) -> Option<Schemas> {
+        match (&self.settings.schema, name) {
+            (Some(template), Some(name)) => Schemas::load(
+                template,
+                self.settings.schema_mode.unwrap_or_default(),
+                name,
+                events,
+            )
+            .map_err(|reason| self.push("schema", reason))
+            .ok(),
+            (None, _) if self.settings.schema_mode.is_some() => {
+                self.push("schema_mode", "has no effect without a schema");
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Every listed event's topic must be a name Kafka takes.
+    fn topic_lengths(
+        &mut self,
+        topic: Option<&TopicTemplate>,
+        name: Option<&SourceName>,
+        events: &EventFilter,
+    ) {
+        let (Some(topic), Some(name), EventFilter::Only(list)) = (topic, name, events) else {
+            return;
+        };
+        for event in list.iter().filter_map(|event| EventType::parse(event)) {
+            let rendered = topic.render(name, &event);
+            if rendered.len() > MAX_TOPIC_LEN {
+                self.push(
+                    "topic",
+                    format!("topic {rendered:?} is longer than Kafka's {MAX_TOPIC_LEN} characters"),
+                );
+            }
+        }
+    }
 }
 
 /// Checks `[sources.NAME.register]` at load: the key is a reference, the URL parses.
@@ -234,278 +491,73 @@ fn check_register(
 }
 
 impl Source {
+    /// Checks a `[sources.NAME]` table and builds the source, or returns every problem found,
+    /// each under its key path.
     pub fn from_settings(
         name: &str,
         settings: &SourceSettings,
         root: &Settings,
     ) -> Result<Source, ConfigErrors> {
-        let path = format!("sources.{name}");
-        let mut errors = ConfigErrors::default();
-        let source_name = SourceName::parse(name).map_err(|reason| {
-            errors.push(&path, reason);
-        });
+        let mut check = Check::new(name, settings);
+        let source_name = SourceName::parse(name)
+            .map_err(|reason| check.push("", reason))
+            .ok();
         let topic = TopicTemplate::parse(&settings.topic)
-            .map_err(|reason| errors.push(format!("{path}.topic"), reason));
-
-        let events = match &settings.events {
-            None => EventFilter::Any,
-            Some(list) if list.is_empty() => {
-                errors.push(
-                    format!("{path}.events"),
-                    "an empty list would refuse every event; remove the key to allow any event",
-                );
-                EventFilter::Any
-            }
-            Some(list) => {
-                for (index, event) in list.iter().enumerate() {
-                    if EventType::parse(event).is_none() {
-                        errors.push(
-                            format!("{path}.events[{index}]"),
-                            format!("{event:?} is not a valid event type (1 to {MAX_EVENT_LEN} characters of A-Z a-z 0-9 . _ -)"),
-                        );
-                    }
-                }
-                EventFilter::Only(list.iter().cloned().collect())
-            }
-        };
-
+            .map_err(|reason| check.push("topic", reason))
+            .ok();
+        let events = check.events();
         let auth = Authenticator::from_settings(&settings.auth)
-            .map_err(|(key, reason)| errors.push(format!("{path}.auth{key}"), reason));
-
-        let identity = settings
-            .idempotency
-            .as_ref()
-            .map(|idempotency| Identity::from_settings(idempotency, &events, &path, &mut errors));
-
-        let key_rule = match settings.key.as_deref() {
-            None => None,
-            Some(key) => match key.strip_prefix("header:") {
-                Some(header) => actix_web::http::header::HeaderName::try_from(header)
-                    .map(KeyRule::Header)
-                    .map_err(|_| {
-                        errors.push(
-                            format!("{path}.key"),
-                            format!("{header:?} is not a valid header name"),
-                        )
-                    })
-                    .ok(),
-                None => Pointer::parse(key)
-                    .map(KeyRule::Field)
-                    .map_err(|reason| {
-                        errors.push(
-                            format!("{path}.key"),
-                            format!("{reason} (or write header:NAME)"),
-                        )
-                    })
-                    .ok(),
-            },
-        };
-
-        let mut content_types = Vec::new();
-        if settings.content_types.is_empty() {
-            errors.push(
-                format!("{path}.content_types"),
-                "list at least one media type",
-            );
-        }
-        for (index, media_type) in settings.content_types.iter().enumerate() {
-            let normalized = media_type.trim().to_ascii_lowercase();
-            let valid = normalized.split_once('/').is_some_and(|(kind, sub)| {
-                !kind.is_empty() && !sub.is_empty() && !normalized.contains([';', ' ', ','])
-            });
-            if valid {
-                content_types.push(normalized);
-            } else {
-                errors.push(
-                    format!("{path}.content_types[{index}]"),
-                    format!("{media_type:?} is not a media type such as application/json"),
-                );
-            }
-        }
-
-        let success_status = match settings.success_status {
-            200 | 202 | 204 => StatusCode::from_u16(settings.success_status).ok(),
-            other => {
-                errors.push(
-                    format!("{path}.success_status"),
-                    format!("{other} is not one of 200, 202, 204"),
-                );
-                None
-            }
-        };
-
+            .map_err(|(key, reason)| check.push(&format!("auth{key}"), reason))
+            .ok();
+        let identity = settings.idempotency.as_ref().map(|idempotency| {
+            Identity::from_settings(idempotency, &events, &check.path, &mut check.errors)
+        });
+        let key_rule = check.key_rule();
+        let content_types = check.content_types();
+        let success_status = check.success_status();
         let max_body_bytes = settings
             .max_body_bytes
             .unwrap_or(root.server.max_body_bytes);
         if max_body_bytes == 0 {
-            errors.push(format!("{path}.max_body_bytes"), "must be greater than 0");
+            check.push("max_body_bytes", "must be greater than 0");
         }
-
-        let dedup = settings.idempotency.as_ref().and_then(|idempotency| {
-            if idempotency.max_entries == 0 {
-                errors.push(
-                    format!("{path}.idempotency.max_entries"),
-                    "must be at least 1",
-                );
-            }
-            identity
-                .as_ref()
-                .is_some_and(Identity::has_window)
-                .then_some(DedupWindow {
-                    max_entries: idempotency.max_entries,
-                })
-        });
-
-        let rate_limit = settings.rate_limit.as_ref().and_then(|limit| {
-            let per_second = std::num::NonZeroU32::new(limit.per_second);
-            let burst = std::num::NonZeroU32::new(limit.burst.unwrap_or(limit.per_second));
-            if per_second.is_none() {
-                errors.push(
-                    format!("{path}.rate_limit.per_second"),
-                    "must be at least 1",
-                );
-            }
-            if burst.is_none() {
-                errors.push(format!("{path}.rate_limit.burst"), "must be at least 1");
-            }
-            Some(RateLimit {
-                per_second: per_second?,
-                burst: burst?,
-            })
-        });
-        let mut sender_fields = |key: &str, setting: &Option<String>, preset: &[&str]| {
-            let texts: Vec<&str> = match setting {
-                Some(text) => vec![text.as_str()],
-                None => preset.to_vec(),
-            };
-            texts
-                .into_iter()
-                .filter_map(|text| {
-                    SenderField::parse(text)
-                        .map_err(|reason| errors.push(format!("{path}.{key}"), reason))
-                        .ok()
-                })
-                .collect::<Vec<_>>()
-        };
+        let dedup = check.dedup_window(identity.as_ref());
+        let rate_limit = check.rate_limit();
         let preset = auth
             .as_ref()
             .map(Authenticator::sender_fields)
             .unwrap_or_default();
         let event_id_from =
-            sender_fields("event_id_from", &settings.event_id_from, preset.event_id);
-        let event_from = sender_fields("event_from", &settings.event_from, preset.event_type);
-
+            check.sender_fields("event_id_from", &settings.event_id_from, preset.event_id);
+        let event_from = check.sender_fields("event_from", &settings.event_from, preset.event_type);
         let secret_headers = auth
             .as_ref()
             .map(Authenticator::secret_headers)
             .unwrap_or_default();
-        // A credential must never become data: a record key, an event id (logged with every
-        // request) or an event type.
-        let carries_credentials = |name: &HeaderName| secret_headers.contains(name);
-        if let Some(KeyRule::Header(name)) = &key_rule {
-            if carries_credentials(name) {
-                errors.push(
-                    format!("{path}.key"),
-                    format!(
-                        "{:?} carries credentials or a signature and is never a record key",
-                        name.as_str()
-                    ),
-                );
-            }
-        }
-        for (key, fields) in [
-            ("event_id_from", &event_id_from),
-            ("event_from", &event_from),
-        ] {
-            for field in fields {
-                if let SenderField::Header(name) = field {
-                    if carries_credentials(name) {
-                        errors.push(
-                            format!("{path}.{key}"),
-                            format!("{:?} carries credentials or a signature and is never read as event data", name.as_str()),
-                        );
-                    }
-                }
-            }
-        }
-        let mut forward_headers = Vec::new();
-        for (index, name) in settings.forward_headers.iter().enumerate() {
-            let key = format!("{path}.forward_headers[{index}]");
-            match HeaderName::try_from(name.as_str()) {
-                Err(_) => errors.push(key, format!("{name:?} is not a valid header name")),
-                Ok(header) if secret_headers.contains(&header) => errors.push(
-                    key,
-                    format!("{name:?} carries credentials or a signature and is never forwarded"),
-                ),
-                Ok(header) => {
-                    let record_name = format!("http_{}", header.as_str());
-                    forward_headers.push((header, record_name));
-                }
-            }
-        }
-
-        let allow_ips = settings.allow_ips.as_ref().map(|list| {
-            if list.is_empty() {
-                errors.push(
-                    format!("{path}.allow_ips"),
-                    "an empty list would refuse every request; remove the key to allow any address",
-                );
-            }
-            IpRanges::parse(list).unwrap_or_else(|bad| {
-                for (index, reason) in bad {
-                    errors.push(format!("{path}.allow_ips[{index}]"), reason);
-                }
-                IpRanges::default()
-            })
-        });
-
-        if settings.dead_letter_refused && matches!(auth, Ok(Authenticator::None)) {
-            errors.push(
-                format!("{path}.dead_letter_refused"),
+        check.credentials_never_data(
+            &secret_headers,
+            key_rule.as_ref(),
+            &event_id_from,
+            &event_from,
+        );
+        let forward_headers = check.forward_headers(&secret_headers);
+        let allow_ips = check.allow_ips();
+        if settings.dead_letter_refused && matches!(auth, Some(Authenticator::None)) {
+            check.push(
+                "dead_letter_refused",
                 "keeps only events whose sender proved who it is: this source has auth type none",
             );
         }
-        let schemas = match (&settings.schema, &source_name) {
-            (Some(template), Ok(source_name)) => Schemas::load(
-                template,
-                settings.schema_mode.unwrap_or_default(),
-                source_name,
-                &events,
-            )
-            .map_err(|reason| errors.push(format!("{path}.schema"), reason))
-            .ok(),
-            (None, _) if settings.schema_mode.is_some() => {
-                errors.push(
-                    format!("{path}.schema_mode"),
-                    "has no effect without a schema",
-                );
-                None
-            }
-            _ => None,
-        };
-
-        if let (Ok(topic), Ok(source_name), EventFilter::Only(list)) =
-            (&topic, &source_name, &events)
-        {
-            for event in list.iter().filter_map(|event| EventType::parse(event)) {
-                let rendered = topic.render(source_name, &event);
-                if rendered.len() > MAX_TOPIC_LEN {
-                    errors.push(
-                        format!("{path}.topic"),
-                        format!(
-                            "topic {rendered:?} is longer than Kafka's {MAX_TOPIC_LEN} characters"
-                        ),
-                    );
-                }
-            }
-        }
-
+        let schemas = check.schemas(source_name.as_ref(), &events);
+        check.topic_lengths(topic.as_ref(), source_name.as_ref(), &events);
         if let Some(register) = &settings.register {
-            check_register(&path, register, &settings.auth, &mut errors);
+            check_register(&check.path, register, &settings.auth, &mut check.errors);
         }
 
         match (source_name, topic, auth, success_status) {
-            (Ok(name), Ok(topic), Ok(auth), Some(success_status)) if errors.is_empty() => {
+            (Some(name), Some(topic), Some(auth), Some(success_status))
+                if check.errors.is_empty() =>
+            {
                 Ok(Source {
                     ce_source: format!("/sources/{name}"),
                     name,
@@ -530,7 +582,7 @@ impl Source {
                     register: settings.register.clone(),
                 })
             }
-            _ => Err(errors),
+            _ => Err(check.errors),
         }
     }
 
