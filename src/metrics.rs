@@ -119,227 +119,190 @@ pub struct KafkaMetrics {
     pub broker_up: IntGaugeVec,
 }
 
-impl Metrics {
-    pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let vec = IntCounterVec::new(Opts::new(name, help), labels)
-                .expect("metric definitions are static and valid");
-            registry
-                .register(Box::new(vec.clone()))
-                .expect("metric names are unique");
-            vec
-        };
-        let histogram = |name: &str, help: &str, labels: &[&str]| {
-            let vec = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
-                labels,
-            )
-            .expect("metric definitions are static and valid");
-            registry
-                .register(Box::new(vec.clone()))
-                .expect("metric names are unique");
-            vec
-        };
-        let http_requests = counter(
-            HTTP_REQUESTS_TOTAL,
-            "Webhook requests answered, by source and HTTP status.",
-            &["source", "status"],
-        );
-        let http_duration = histogram(
-            HTTP_REQUEST_DURATION_SECONDS,
-            "Time from the request head to the response, by source.",
-            &["source"],
-        );
-        let rejections = counter(
-            REJECTIONS_TOTAL,
-            "Requests refused, by source and problem code.",
-            &["source", "reason"],
-        );
-        let accepted = counter(
-            EVENTS_ACCEPTED_TOTAL,
-            "Events answered 2xx (they reached their durability point), by source.",
-            &["source"],
-        );
-        let delivered = counter(
-            KAFKA_RECORDS_DELIVERED_TOTAL,
-            "Records acknowledged by Kafka, by source.",
-            &["source"],
-        );
-        let failed = counter(
-            KAFKA_RECORDS_FAILED_TOTAL,
-            "Records Kafka did not acknowledge (delivery error or message timeout), by source.",
-            &["source"],
-        );
-        let delivery_duration = histogram(
-            KAFKA_DELIVERY_DURATION_SECONDS,
-            "Time from accepting an event to Kafka's acknowledgement, by source.",
-            &["source"],
-        );
-        let duplicates = counter(
-            DUPLICATES_TOTAL,
-            "Events answered \"duplicate\" (seen within the idempotency window), by source.",
-            &["source"],
-        );
-        let schema_violations = counter(
-            SCHEMA_VIOLATIONS_TOTAL,
-            "Bodies that failed their JSON Schema (refused in enforce mode, accepted in observe mode), by source.",
-            &["source"],
-        );
-        let register = |metric: Box<dyn prometheus::core::Collector>| {
-            registry.register(metric).expect("metric names are unique");
-        };
-        let body_bytes = HistogramVec::new(
-            HistogramOpts::new(
-                HTTP_REQUEST_BODY_BYTES,
-                "Size of webhook request bodies read, by source.",
-            )
-            .buckets(BODY_BUCKETS.to_vec()),
-            &["source"],
-        )
-        .expect("metric definitions are static and valid");
-        register(Box::new(body_bytes.clone()));
-        let in_flight = IntGauge::new(
-            HTTP_REQUESTS_IN_FLIGHT,
-            "Webhook requests being handled now.",
-        )
-        .expect("metric definitions are static and valid");
-        register(Box::new(in_flight.clone()));
-        let kafka = KafkaMetrics {
-            queue_messages: IntGauge::new(
+/// Defines metrics in one registry: each definition is static (a name, a help text, labels), so
+/// a failure here is a programming error found by any test, never a run-time condition.
+struct Define<'r>(&'r Registry);
+
+impl Define<'_> {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        metric: prometheus::Result<M>,
+    ) -> M {
+        let metric = metric.expect("metric definitions are static and valid");
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help))
+    }
+
+    fn histograms(&self, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels))
+    }
+}
+
+impl KafkaMetrics {
+    fn new(define: &Define<'_>) -> KafkaMetrics {
+        KafkaMetrics {
+            queue_messages: define.gauge(
                 KAFKA_QUEUE_MESSAGES,
                 "Records in the producer's queue (librdkafka statistics).",
-            )
-            .expect("metric definitions are static and valid"),
-            queue_bytes: IntGauge::new(
+            ),
+            queue_bytes: define.gauge(
                 KAFKA_QUEUE_BYTES,
                 "Bytes in the producer's queue (librdkafka statistics).",
-            )
-            .expect("metric definitions are static and valid"),
-            broker_rtt_seconds: prometheus::GaugeVec::new(
+            ),
+            broker_rtt_seconds: define.add(prometheus::GaugeVec::new(
                 Opts::new(
                     KAFKA_BROKER_RTT_SECONDS,
                     "Mean request round trip to each broker over the last statistics interval.",
                 ),
                 &["broker"],
-            )
-            .expect("metric definitions are static and valid"),
-            broker_up: IntGaugeVec::new(
+            )),
+            broker_up: define.add(IntGaugeVec::new(
                 Opts::new(
                     KAFKA_BROKER_UP,
                     "1 while the producer's connection to the broker is up, else 0.",
                 ),
                 &["broker"],
-            )
-            .expect("metric definitions are static and valid"),
+            )),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let define = Define(&registry);
+        let by_source = &["source"];
+        let metrics = Metrics {
+            http_requests: define.counters(
+                HTTP_REQUESTS_TOTAL,
+                "Webhook requests answered, by source and HTTP status.",
+                &["source", "status"],
+            ),
+            http_duration: define.histograms(
+                HTTP_REQUEST_DURATION_SECONDS,
+                "Time from the request head to the response, by source.",
+                by_source,
+                LATENCY_BUCKETS,
+            ),
+            rejections: define.counters(
+                REJECTIONS_TOTAL,
+                "Requests refused, by source and problem code.",
+                &["source", "reason"],
+            ),
+            accepted: define.counters(
+                EVENTS_ACCEPTED_TOTAL,
+                "Events answered 2xx (they reached their durability point), by source.",
+                by_source,
+            ),
+            delivered: define.counters(
+                KAFKA_RECORDS_DELIVERED_TOTAL,
+                "Records acknowledged by Kafka, by source.",
+                by_source,
+            ),
+            failed: define.counters(
+                KAFKA_RECORDS_FAILED_TOTAL,
+                "Records Kafka did not acknowledge (delivery error or message timeout), by source.",
+                by_source,
+            ),
+            delivery_duration: define.histograms(
+                KAFKA_DELIVERY_DURATION_SECONDS,
+                "Time from accepting an event to Kafka's acknowledgement, by source.",
+                by_source,
+                LATENCY_BUCKETS,
+            ),
+            duplicates: define.counters(
+                DUPLICATES_TOTAL,
+                "Events answered \"duplicate\" (seen within the idempotency window), by source.",
+                by_source,
+            ),
+            schema_violations: define.counters(
+                SCHEMA_VIOLATIONS_TOTAL,
+                "Bodies that failed their JSON Schema (refused in enforce mode, accepted in observe mode), by source.",
+                by_source,
+            ),
+            body_bytes: define.histograms(
+                HTTP_REQUEST_BODY_BYTES,
+                "Size of webhook request bodies read, by source.",
+                by_source,
+                BODY_BUCKETS,
+            ),
+            in_flight: define.gauge(
+                HTTP_REQUESTS_IN_FLIGHT,
+                "Webhook requests being handled now.",
+            ),
+            kafka: KafkaMetrics::new(&define),
+            reload_success: define.gauge(
+                CONFIG_RELOAD_SUCCESS,
+                "1 when the last configuration reload succeeded (or none was tried), 0 when it was refused.",
+            ),
+            tls_certificate_expiry: define.gauge(
+                TLS_CERTIFICATE_EXPIRY,
+                "When the ingress TLS certificate expires (Unix time, seconds); 0 when the ingress serves plain HTTP.",
+            ),
+            ready: define.gauge(READY, "1 while the relay accepts webhooks, else 0."),
+            spool_records: define.gauge(
+                SPOOL_RECORDS,
+                "Records in the spool not yet acknowledged by Kafka.",
+            ),
+            spool_bytes: define.gauge(
+                SPOOL_BYTES,
+                "Bytes of the records in the spool not yet acknowledged by Kafka.",
+            ),
+            spool_oldest_age_seconds: define.add(Gauge::new(
+                SPOOL_OLDEST_AGE_SECONDS,
+                "Age of the oldest record in the spool not yet acknowledged by Kafka (0 when empty).",
+            )),
+            spool_fsync_seconds: define.add(Histogram::with_opts(
+                HistogramOpts::new(
+                    SPOOL_FSYNC_SECONDS,
+                    "Time of one spool group commit (write and fdatasync).",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )),
+            forwarder_retries: define.counter(
+                FORWARDER_RETRIES_TOTAL,
+                "Spooled records sent to Kafka again after a failed or timed-out delivery.",
+            ),
+            spool_records_lost: define.counter(
+                SPOOL_RECORDS_LOST_TOTAL,
+                "Spooled records the disk corrupted or lost after their fsync, or that this version cannot decode, skipped by the forwarder.",
+            ),
+            handshakes: define.counters(
+                HANDSHAKES_TOTAL,
+                "Sender handshakes answered (Slack url_verification), by source; nothing is published.",
+                by_source,
+            ),
+            dead_letters: define.counters(
+                DEAD_LETTERS_TOTAL,
+                "Events written to the dead-letter topic or directory instead of their topic, by source and reason.",
+                &["source", "reason"],
+            ),
+            registry: registry.clone(),
         };
-        register(Box::new(kafka.queue_messages.clone()));
-        register(Box::new(kafka.queue_bytes.clone()));
-        register(Box::new(kafka.broker_rtt_seconds.clone()));
-        register(Box::new(kafka.broker_up.clone()));
-        let reload_success = IntGauge::new(
-            CONFIG_RELOAD_SUCCESS,
-            "1 when the last configuration reload succeeded (or none was tried), 0 when it was refused.",
-        )
-        .expect("metric definitions are static and valid");
-        register(Box::new(reload_success.clone()));
-        reload_success.set(1);
-        let tls_certificate_expiry = IntGauge::new(
-            TLS_CERTIFICATE_EXPIRY,
-            "When the ingress TLS certificate expires (Unix time, seconds); 0 when the ingress serves plain HTTP.",
-        )
-        .expect("metric definitions are static and valid");
-        register(Box::new(tls_certificate_expiry.clone()));
-        let ready = IntGauge::new(READY, "1 while the relay accepts webhooks, else 0.")
-            .expect("metric definitions are static and valid");
-        register(Box::new(ready.clone()));
-        let spool_records = IntGauge::new(
-            SPOOL_RECORDS,
-            "Records in the spool not yet acknowledged by Kafka.",
-        )
-        .expect("metric definitions are static and valid");
-        register(Box::new(spool_records.clone()));
-        let spool_bytes = IntGauge::new(
-            SPOOL_BYTES,
-            "Bytes of the records in the spool not yet acknowledged by Kafka.",
-        )
-        .expect("metric definitions are static and valid");
-        register(Box::new(spool_bytes.clone()));
-        let spool_oldest_age_seconds = Gauge::new(
-            SPOOL_OLDEST_AGE_SECONDS,
-            "Age of the oldest record in the spool not yet acknowledged by Kafka (0 when empty).",
-        )
-        .expect("metric definitions are static and valid");
-        register(Box::new(spool_oldest_age_seconds.clone()));
-        let spool_fsync_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                SPOOL_FSYNC_SECONDS,
-                "Time of one spool group commit (write and fdatasync).",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("metric definitions are static and valid");
-        register(Box::new(spool_fsync_seconds.clone()));
-        let forwarder_retries = IntCounter::new(
-            FORWARDER_RETRIES_TOTAL,
-            "Spooled records sent to Kafka again after a failed or timed-out delivery.",
-        )
-        .expect("metric definitions are static and valid");
-        register(Box::new(forwarder_retries.clone()));
-        let spool_records_lost = IntCounter::new(
-            SPOOL_RECORDS_LOST_TOTAL,
-            "Spooled records the disk corrupted or lost after their fsync, or that this version cannot decode, skipped by the forwarder.",
-        )
-        .expect("metric definitions are static and valid");
-        register(Box::new(spool_records_lost.clone()));
-        let handshakes = counter(
-            HANDSHAKES_TOTAL,
-            "Sender handshakes answered (Slack url_verification), by source; nothing is published.",
-            &["source"],
-        );
-        let dead_letters = counter(
-            DEAD_LETTERS_TOTAL,
-            "Events written to the dead-letter topic or directory instead of their topic, by source and reason.",
-            &["source", "reason"],
-        );
-        let build_info = IntGaugeVec::new(
-            Opts::new(BUILD_INFO, "Always 1; the labels tell the running version."),
-            &["version"],
-        )
-        .expect("metric definitions are static and valid");
-        registry
-            .register(Box::new(build_info.clone()))
-            .expect("metric names are unique");
-        build_info
+        metrics.reload_success.set(1);
+        define
+            .add(IntGaugeVec::new(
+                Opts::new(BUILD_INFO, "Always 1; the labels tell the running version."),
+                &["version"],
+            ))
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-
-        Metrics {
-            registry,
-            http_requests,
-            http_duration,
-            rejections,
-            accepted,
-            delivered,
-            failed,
-            delivery_duration,
-            duplicates,
-            body_bytes,
-            in_flight,
-            kafka,
-            schema_violations,
-            handshakes,
-            reload_success,
-            tls_certificate_expiry,
-            ready,
-            spool_records,
-            spool_bytes,
-            spool_oldest_age_seconds,
-            spool_fsync_seconds,
-            forwarder_retries,
-            spool_records_lost,
-            dead_letters,
-        }
+        metrics
     }
 
     /// Resolves (and so exports, at zero) the series of a configured source.
