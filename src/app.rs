@@ -73,24 +73,7 @@ impl Application {
             Publisher::new(&config, metrics.kafka.clone()).map_err(StartupError::Producer)?,
         );
         let topics = Arc::new(Topics::new(config.required_topics()));
-        let outage_blocks = config
-            .sources
-            .iter()
-            .any(|source| source.ack == AckMode::Broker);
-        let unreached_blocks = config
-            .sources
-            .iter()
-            .any(|source| source.ack != AckMode::Spool);
-        let spool_blocks = config
-            .sources
-            .iter()
-            .all(|source| source.ack == AckMode::Spool);
-        let health = Arc::new(Health::new(
-            outage_blocks,
-            unreached_blocks,
-            spool_blocks,
-            metrics.ready.clone(),
-        ));
+        let health = health_for(&config, &metrics);
         let source_metrics: HashMap<String, Arc<SourceMetrics>> = config
             .sources
             .iter()
@@ -105,42 +88,7 @@ impl Application {
         } else {
             None
         };
-
-        match check_topics(&topics, &publisher, &health, &config).await {
-            KafkaState::MissingTopics(missing) if config.kafka.create_topics => {
-                publisher
-                    .create_topics(
-                        &missing,
-                        config.kafka.topic_partitions,
-                        config.kafka.topic_replication,
-                        config.metadata_timeout(),
-                    )
-                    .await
-                    .map_err(StartupError::CreateTopics)?;
-                tracing::info!(topics = missing.join(", "), "created missing topics");
-                if let KafkaState::MissingTopics(still) =
-                    check_topics(&topics, &publisher, &health, &config).await
-                {
-                    return Err(StartupError::MissingTopics(still));
-                }
-            }
-            KafkaState::MissingTopics(missing) => return Err(StartupError::MissingTopics(missing)),
-            KafkaState::NotYetReached(reason) | KafkaState::Unreachable(reason) => {
-                tracing::warn!(
-                    reason,
-                    "Kafka metadata unreachable at start; not ready until it is"
-                )
-            }
-            KafkaState::Ok => {}
-        }
-        if health.kafka() == KafkaState::Ok {
-            // Before the first request: a record larger than its topic takes is refused with 413.
-            let (topics, publisher) = (topics.clone(), publisher.clone());
-            let timeout = config.metadata_timeout();
-            let _ = tokio::task::spawn_blocking(move || topics.refresh_limits(&publisher, timeout))
-                .await;
-        }
-
+        prepare_topics(&config, &topics, &publisher, &health).await?;
         let spool = match spool {
             Some((spool, parts)) => {
                 health.watch_spool(spool.shared().clone());
@@ -170,59 +118,33 @@ impl Application {
             spool.as_ref().map(|(spool, _)| spool.clone()),
             idempotency,
         ));
-        let (ingress_listener, ingress_port) = bind(config.server.listen)?;
-        let workers = match config.server.workers {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
-        let shutdown_secs = config.shutdown_timeout().as_secs().max(1);
-        let reload_target = ingress_state.clone();
         let certificates = config.tls.clone().map(Certificates::new);
         if let Some(key) = &config.tls {
             crate::tls::watch_expiry(key, &metrics.tls_certificate_expiry);
         }
-        let tls = match &certificates {
-            Some(certificates) => Some(certificates.server_config().map_err(StartupError::Tls)?),
-            None => None,
-        };
-        let ingress = ingress_server(ingress_listener, ingress_state, workers, shutdown_secs, tls)
-            .map_err(|source| StartupError::Bind {
-                address: config.server.listen,
-                source,
-            })?;
+        let (ingress, ingress_port) =
+            ingress_listener(&config, ingress_state.clone(), certificates.as_ref())?;
 
         let (reload, reload_requests) = tokio::sync::mpsc::channel(4);
         let reloader = Reloader {
             path: config.path.clone().unwrap_or_default(),
             started: config.clone(),
-            ingress: reload_target,
+            ingress: ingress_state,
             topics: topics.clone(),
             publisher: publisher.clone(),
             certificates,
             certificate_expiry: metrics.tls_certificate_expiry.clone(),
             success: metrics.reload_success.clone(),
         };
-        let admin_state = web::Data::new(Admin {
-            health: health.clone(),
-            metrics,
-            spool: spool.as_ref().map(|(spool, _)| spool.shared().clone()),
-            reload: reload.clone(),
-        });
-        let (admin_listener, admin_port) = bind(config.server.admin_listen)?;
-        let admin = HttpServer::new(move || {
-            App::new()
-                .app_data(admin_state.clone())
-                .configure(admin::routes)
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .listen(admin_listener)
-        .map_err(|source| StartupError::Bind {
-            address: config.server.admin_listen,
-            source,
-        })?
-        .run();
+        let (admin, admin_port) = admin_listener(
+            &config,
+            Admin {
+                health: health.clone(),
+                metrics,
+                spool: spool.as_ref().map(|(spool, _)| spool.shared().clone()),
+                reload: reload.clone(),
+            },
+        )?;
 
         let repairer = publisher.start_repairer().map_err(StartupError::Thread)?;
         let watcher = Watcher::spawn(
@@ -354,6 +276,108 @@ impl Application {
         self.repairer.stop();
         Ok(undelivered)
     }
+}
+
+/// Readiness as the sources' ack modes make it: a Kafka outage blocks `broker` sources, an
+/// unreached Kafka blocks all but `spool` ones, a failing spool blocks only when every source
+/// acks on it.
+fn health_for(config: &Config, metrics: &Metrics) -> Arc<Health> {
+    let acks = |mode: AckMode| config.sources.iter().map(move |source| source.ack == mode);
+    Arc::new(Health::new(
+        acks(AckMode::Broker).any(|broker| broker),
+        acks(AckMode::Spool).any(|spool| !spool),
+        acks(AckMode::Spool).all(|spool| spool),
+        metrics.ready.clone(),
+    ))
+}
+
+/// Checks that the required topics exist (creating them when allowed), and reads their record
+/// limits before the first request, so that a record larger than its topic takes is refused
+/// with 413. Kafka unreachable at start is not an error: the relay is not ready until it is.
+async fn prepare_topics(
+    config: &Config,
+    topics: &Arc<Topics>,
+    publisher: &Arc<Publisher>,
+    health: &Arc<Health>,
+) -> Result<(), StartupError> {
+    match check_topics(topics, publisher, health, config).await {
+        KafkaState::MissingTopics(missing) if config.kafka.create_topics => {
+            publisher
+                .create_topics(
+                    &missing,
+                    config.kafka.topic_partitions,
+                    config.kafka.topic_replication,
+                    config.metadata_timeout(),
+                )
+                .await
+                .map_err(StartupError::CreateTopics)?;
+            tracing::info!(topics = missing.join(", "), "created missing topics");
+            if let KafkaState::MissingTopics(still) =
+                check_topics(topics, publisher, health, config).await
+            {
+                return Err(StartupError::MissingTopics(still));
+            }
+        }
+        KafkaState::MissingTopics(missing) => return Err(StartupError::MissingTopics(missing)),
+        KafkaState::NotYetReached(reason) | KafkaState::Unreachable(reason) => {
+            tracing::warn!(
+                reason,
+                "Kafka metadata unreachable at start; not ready until it is"
+            )
+        }
+        KafkaState::Ok => {}
+    }
+    if health.kafka() == KafkaState::Ok {
+        let (topics, publisher) = (topics.clone(), publisher.clone());
+        let timeout = config.metadata_timeout();
+        let _ =
+            tokio::task::spawn_blocking(move || topics.refresh_limits(&publisher, timeout)).await;
+    }
+    Ok(())
+}
+
+/// Binds the ingress listener (HTTPS with `certificates`) and starts its workers.
+fn ingress_listener(
+    config: &Config,
+    state: web::Data<Ingress>,
+    certificates: Option<&Arc<Certificates>>,
+) -> Result<(Server, u16), StartupError> {
+    let (listener, port) = bind(config.server.listen)?;
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let shutdown_secs = config.shutdown_timeout().as_secs().max(1);
+    let tls = match certificates {
+        Some(certificates) => Some(certificates.server_config().map_err(StartupError::Tls)?),
+        None => None,
+    };
+    let server =
+        ingress_server(listener, state, workers, shutdown_secs, tls).map_err(|source| {
+            StartupError::Bind {
+                address: config.server.listen,
+                source,
+            }
+        })?;
+    Ok((server, port))
+}
+
+/// Binds the admin listener (metrics, probes, reload): one worker, plain HTTP.
+fn admin_listener(config: &Config, admin: Admin) -> Result<(Server, u16), StartupError> {
+    let (listener, port) = bind(config.server.admin_listen)?;
+    let state = web::Data::new(admin);
+    let server =
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(admin::routes))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .listen(listener)
+            .map_err(|source| StartupError::Bind {
+                address: config.server.admin_listen,
+                source,
+            })?
+            .run();
+    Ok((server, port))
 }
 
 /// TLS handshakes a worker carries at once (actix-tls's default is 256).
