@@ -759,35 +759,13 @@ fn report(
     outcome: Result<Answer, Rejection>,
 ) -> HttpResponse {
     let source_label = entry.map_or(UNKNOWN_SOURCE, |entry| entry.source.name.as_str());
+    count_outcome(ingress, entry, source_label, &outcome);
     let mut response = match &outcome {
-        Ok(Answer::Challenge(challenge)) => {
-            if let Some(entry) = entry {
-                entry.metrics.handshakes.inc();
-            }
-            HttpResponse::Ok()
-                .content_type("application/json")
-                .body(serde_json::json!({ "challenge": challenge }).to_string())
-        }
-        Ok(Answer::Delivered(delivered)) => {
-            if let Some(entry) = entry {
-                if delivered.duplicate {
-                    entry.metrics.duplicates.inc();
-                } else {
-                    entry.metrics.accepted.inc();
-                }
-                if delivered.schema_violation.is_some() {
-                    entry.metrics.schema_violations.inc();
-                }
-            }
-            accepted_response(delivered)
-        }
-        Err(rejection) => {
-            if let (Some(entry), Rejection::SchemaViolation(_)) = (entry, rejection) {
-                entry.metrics.schema_violations.inc();
-            }
-            ingress.metrics.rejection(source_label, rejection.code());
-            rejection.response()
-        }
+        Ok(Answer::Challenge(challenge)) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(serde_json::json!({ "challenge": challenge }).to_string()),
+        Ok(Answer::Delivered(delivered)) => accepted_response(delivered),
+        Err(rejection) => rejection.response(),
     };
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response
@@ -803,60 +781,119 @@ fn report(
             .request_duration
             .observe(elapsed.as_secs_f64());
     }
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    // The path never includes the query string, which may carry a token.
-    match &outcome {
-        Ok(Answer::Challenge(_)) => tracing::info!(
-            request_id,
-            source = source_label,
-            status,
-            latency_ms,
-            "handshake answered (url_verification): nothing published"
-        ),
-        Ok(Answer::Delivered(delivered)) => tracing::info!(
-            request_id,
-            source = source_label,
-            event = delivered.event.event_type.as_str(),
-            status,
-            id = delivered.event.id.as_str(),
-            topic = delivered.topic.as_str(),
-            bytes = delivered.bytes,
-            latency_ms,
-            schema_violation = delivered
-                .schema_violation
-                .as_ref()
-                .map(|violation| violation.pointer.as_str()),
-            "{}",
-            if delivered.duplicate {
-                "duplicate"
-            } else {
-                "accepted"
-            }
-        ),
-        Err(rejection) if rejection.status().is_server_error() => tracing::warn!(
-            request_id,
-            source = source_label,
-            path,
-            status,
-            code = rejection.code(),
-            latency_ms,
-            "refused"
-        ),
-        Err(rejection) => tracing::info!(
-            request_id,
-            source = source_label,
-            path,
-            status,
-            code = rejection.code(),
-            schema_violation = match rejection {
-                Rejection::SchemaViolation(violation) => Some(violation.pointer.as_str()),
-                _ => None,
-            },
-            latency_ms,
-            "refused"
-        ),
-    }
+    let line = LogLine {
+        request_id,
+        source: source_label,
+        path,
+        status,
+        latency_ms: elapsed.as_secs_f64() * 1000.0,
+    };
+    line.write(&outcome);
     response
+}
+
+/// The per-source counters an outcome moves (besides requests and their duration).
+fn count_outcome(
+    ingress: &Ingress,
+    entry: Option<&SourceEntry>,
+    source_label: &str,
+    outcome: &Result<Answer, Rejection>,
+) {
+    if let Err(rejection) = outcome {
+        ingress.metrics.rejection(source_label, rejection.code());
+    }
+    let Some(entry) = entry else {
+        return;
+    };
+    let metrics = &entry.metrics;
+    match outcome {
+        Ok(Answer::Challenge(_)) => metrics.handshakes.inc(),
+        Ok(Answer::Delivered(delivered)) => {
+            if delivered.duplicate {
+                metrics.duplicates.inc();
+            } else {
+                metrics.accepted.inc();
+            }
+            if delivered.schema_violation.is_some() {
+                metrics.schema_violations.inc();
+            }
+        }
+        Err(Rejection::SchemaViolation(_)) => metrics.schema_violations.inc(),
+        Err(_) => {}
+    }
+}
+
+/// What every request's one log line carries.
+struct LogLine<'a> {
+    request_id: &'a str,
+    source: &'a str,
+    /// Never the query string, which may carry a token.
+    path: &'a str,
+    status: u16,
+    latency_ms: f64,
+}
+
+impl LogLine<'_> {
+    fn write(&self, outcome: &Result<Answer, Rejection>) {
+        let LogLine {
+            request_id,
+            source,
+            path,
+            status,
+            latency_ms,
+        } = *self;
+        match outcome {
+            Ok(Answer::Challenge(_)) => tracing::info!(
+                request_id,
+                source,
+                status,
+                latency_ms,
+                "handshake answered (url_verification): nothing published"
+            ),
+            Ok(Answer::Delivered(delivered)) => tracing::info!(
+                request_id,
+                source,
+                event = delivered.event.event_type.as_str(),
+                status,
+                id = delivered.event.id.as_str(),
+                topic = delivered.topic.as_str(),
+                bytes = delivered.bytes,
+                latency_ms,
+                schema_violation = delivered
+                    .schema_violation
+                    .as_ref()
+                    .map(|violation| violation.pointer.as_str()),
+                "{}",
+                if delivered.duplicate {
+                    "duplicate"
+                } else {
+                    "accepted"
+                }
+            ),
+            Err(rejection) if rejection.status().is_server_error() => tracing::warn!(
+                request_id,
+                source,
+                path,
+                status,
+                code = rejection.code(),
+                latency_ms,
+                "refused"
+            ),
+            Err(rejection) => tracing::info!(
+                request_id,
+                source,
+                path,
+                status,
+                code = rejection.code(),
+                schema_violation = match rejection {
+                    Rejection::SchemaViolation(violation) => Some(violation.pointer.as_str()),
+                    _ => None,
+                },
+                latency_ms,
+                "refused"
+            ),
+        }
+    }
 }
 
 fn accepted_response(delivered: &Delivered) -> HttpResponse {
