@@ -85,87 +85,16 @@ impl Config {
     /// Validates parsed settings: addresses, limits, sources, secrets.
     pub fn from_settings(settings: Settings) -> Result<Config, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        let server = &settings.server;
-        if server.listen == server.admin_listen {
-            errors.push(
-                "server.admin_listen",
-                "must differ from server.listen: the admin endpoints must not share the ingress port",
-            );
-        }
-        if server.max_body_bytes == 0 {
-            errors.push("server.max_body_bytes", "must be greater than 0");
-        }
-        if server.max_json_depth == 0 {
-            errors.push("server.max_json_depth", "must be greater than 0");
-        }
-        if server.body_timeout_ms == 0 {
-            errors.push("server.body_timeout_ms", "must be greater than 0");
-        }
-        let trusted_proxies = IpRanges::parse(&server.trusted_proxies).unwrap_or_else(|bad| {
-            for (index, reason) in bad {
-                errors.push(format!("server.trusted_proxies[{index}]"), reason);
-            }
-            IpRanges::default()
-        });
-        let tls = server.tls.as_ref().and_then(|tls| {
-            crate::tls::load(tls)
-                .map_err(|reason| errors.push("server.tls", reason.to_string()))
-                .ok()
-        });
-        if settings.kafka.brokers.trim().is_empty() {
-            errors.push("kafka.brokers", "must list at least one host:port");
-        }
-        if settings.kafka.topic_partitions < 1 {
-            errors.push("kafka.topic_partitions", "must be at least 1");
-        }
-        if settings.kafka.topic_replication < 1 {
-            errors.push("kafka.topic_replication", "must be at least 1");
-        }
-        if settings.delivery.broker_timeout_ms == 0 {
-            errors.push("delivery.broker_timeout_ms", "must be greater than 0");
-        }
-        if let Some(topic) = &settings.delivery.dead_letter_topic {
-            if let Err(reason) = crate::source::TopicTemplate::parse(topic).and_then(|template| {
-                if template.uses_event() || topic.contains('{') {
-                    Err("a dead-letter topic is one fixed name, without placeholders".to_owned())
-                } else {
-                    Ok(())
-                }
-            }) {
-                errors.push("delivery.dead_letter_topic", reason);
-            }
-        }
-        for (name, source) in &settings.sources {
-            if source.dead_letter_refused && settings.delivery.dead_letter_topic.is_none() {
-                errors.push(
-                    format!("sources.{name}.dead_letter_refused"),
-                    "needs delivery.dead_letter_topic",
-                );
-            }
-        }
-        if settings.delivery.spool_max_bytes < 64 * 1024 {
-            errors.push("delivery.spool_max_bytes", "must be at least 65536");
-        }
+        let (trusted_proxies, tls) = check_server(&settings.server, &mut errors);
+        check_kafka(&settings.kafka, &mut errors);
+        check_delivery(&settings, &mut errors);
         if let Err(reason) = tracing_subscriber::EnvFilter::try_new(&settings.telemetry.level) {
             errors.push(
                 "telemetry.level",
                 format!("not a valid log filter: {reason}"),
             );
         }
-
-        if settings.sources.is_empty() {
-            errors.push(
-                "sources",
-                "no source is configured: add at least one [sources.NAME] table",
-            );
-        }
-        let mut sources = Vec::with_capacity(settings.sources.len());
-        for (name, source) in &settings.sources {
-            match Source::from_settings(name, source, &settings) {
-                Ok(source) => sources.push(source),
-                Err(source_errors) => errors.extend(source_errors),
-            }
-        }
+        let sources = build_sources(&settings, &mut errors);
         check_body_limits(&settings, &mut errors);
 
         errors.into_result(Config {
@@ -223,6 +152,101 @@ impl Config {
             .iter()
             .any(|source| source.ack == AckMode::Spool)
     }
+}
+
+/// `[server]`: listeners apart, limits above zero, proxies parsed, the TLS files read.
+#[allow(clippy::type_complexity)]
+fn check_server(
+    server: &ServerSettings,
+    errors: &mut ConfigErrors,
+) -> (IpRanges, Option<std::sync::Arc<rustls::sign::CertifiedKey>>) {
+    if server.listen == server.admin_listen {
+        errors.push(
+            "server.admin_listen",
+            "must differ from server.listen: the admin endpoints must not share the ingress port",
+        );
+    }
+    for (key, value) in [
+        ("server.max_body_bytes", server.max_body_bytes as u64),
+        ("server.max_json_depth", server.max_json_depth as u64),
+        ("server.body_timeout_ms", server.body_timeout_ms),
+    ] {
+        if value == 0 {
+            errors.push(key, "must be greater than 0");
+        }
+    }
+    let trusted_proxies = IpRanges::parse(&server.trusted_proxies).unwrap_or_else(|bad| {
+        for (index, reason) in bad {
+            errors.push(format!("server.trusted_proxies[{index}]"), reason);
+        }
+        IpRanges::default()
+    });
+    let tls = server.tls.as_ref().and_then(|tls| {
+        crate::tls::load(tls)
+            .map_err(|reason| errors.push("server.tls", reason.to_string()))
+            .ok()
+    });
+    (trusted_proxies, tls)
+}
+
+fn check_kafka(kafka: &KafkaSettings, errors: &mut ConfigErrors) {
+    if kafka.brokers.trim().is_empty() {
+        errors.push("kafka.brokers", "must list at least one host:port");
+    }
+    if kafka.topic_partitions < 1 {
+        errors.push("kafka.topic_partitions", "must be at least 1");
+    }
+    if kafka.topic_replication < 1 {
+        errors.push("kafka.topic_replication", "must be at least 1");
+    }
+}
+
+/// `[delivery]`, and the sources that need its dead-letter topic.
+fn check_delivery(settings: &Settings, errors: &mut ConfigErrors) {
+    let delivery = &settings.delivery;
+    if delivery.broker_timeout_ms == 0 {
+        errors.push("delivery.broker_timeout_ms", "must be greater than 0");
+    }
+    if let Some(topic) = &delivery.dead_letter_topic {
+        if let Err(reason) = crate::source::TopicTemplate::parse(topic).and_then(|template| {
+            if template.uses_event() || topic.contains('{') {
+                Err("a dead-letter topic is one fixed name, without placeholders".to_owned())
+            } else {
+                Ok(())
+            }
+        }) {
+            errors.push("delivery.dead_letter_topic", reason);
+        }
+    }
+    for (name, source) in &settings.sources {
+        if source.dead_letter_refused && delivery.dead_letter_topic.is_none() {
+            errors.push(
+                format!("sources.{name}.dead_letter_refused"),
+                "needs delivery.dead_letter_topic",
+            );
+        }
+    }
+    if delivery.spool_max_bytes < 64 * 1024 {
+        errors.push("delivery.spool_max_bytes", "must be at least 65536");
+    }
+}
+
+/// Every `[sources.NAME]`, in name order; at least one.
+fn build_sources(settings: &Settings, errors: &mut ConfigErrors) -> Vec<Source> {
+    if settings.sources.is_empty() {
+        errors.push(
+            "sources",
+            "no source is configured: add at least one [sources.NAME] table",
+        );
+    }
+    let mut sources = Vec::with_capacity(settings.sources.len());
+    for (name, source) in &settings.sources {
+        match Source::from_settings(name, source, settings) {
+            Ok(source) => sources.push(source),
+            Err(source_errors) => errors.extend(source_errors),
+        }
+    }
+    sources
 }
 
 /// `kafka.options."message.max.bytes"`, or librdkafka's default; `Err` when it is not a number.
