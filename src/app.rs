@@ -199,25 +199,7 @@ impl Application {
             "hookrelay is serving"
         );
 
-        // SIGHUP asks for a reload the same way `POST /-/reload` does.
-        let hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(mut hangup) => {
-                let requests = self.reload_sender.clone();
-                Some(tokio::spawn(async move {
-                    while hangup.recv().await.is_some() {
-                        tracing::info!("SIGHUP received: reloading the configuration");
-                        let (reply, _) = tokio::sync::oneshot::channel();
-                        if requests.send(reply).await.is_err() {
-                            break;
-                        }
-                    }
-                }))
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGHUP; reload with POST /-/reload");
-                None
-            }
-        };
+        let hangups = reload_on_hangup(self.reload_sender.clone());
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -243,32 +225,9 @@ impl Application {
 
         let deadline = started + self.config.shutdown_timeout();
         if let Some((spool, threads)) = self.spool {
-            let left = tokio::task::spawn_blocking(move || threads.shutdown(&spool, deadline))
-                .await
-                .unwrap_or(0);
-            if left == 0 {
-                tracing::info!("spool drained: every spooled record is acknowledged by Kafka");
-            } else {
-                tracing::warn!(
-                    records = left,
-                    "records left in the spool; the next start delivers them"
-                );
-            }
+            drain_spool(spool, threads, deadline).await;
         }
-        let remaining_time = deadline.saturating_duration_since(Instant::now());
-        let publisher = self.publisher.clone();
-        let undelivered = tokio::task::spawn_blocking(move || publisher.flush(remaining_time))
-            .await
-            .unwrap_or(u64::MAX);
-        if undelivered == 0 {
-            // Spooled records not yet acknowledged stay in the spool (counted above).
-            tracing::info!("producer closed: no memory-mode record is left unacknowledged");
-        } else {
-            tracing::error!(
-                undelivered,
-                "shutdown deadline passed with records not acknowledged by Kafka"
-            );
-        }
+        let undelivered = flush_producer(self.publisher.clone(), deadline).await;
 
         admin_handle.stop(true).await;
         let _ = admin_task.await;
@@ -276,6 +235,60 @@ impl Application {
         self.repairer.stop();
         Ok(undelivered)
     }
+}
+
+/// SIGHUP asks for a reload the same way `POST /-/reload` does.
+fn reload_on_hangup(
+    requests: tokio::sync::mpsc::Sender<ReloadRequest>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangup) => Some(tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                let (reply, _) = tokio::sync::oneshot::channel();
+                if requests.send(reply).await.is_err() {
+                    break;
+                }
+            }
+        })),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; reload with POST /-/reload");
+            None
+        }
+    }
+}
+
+/// Lets the forwarder deliver what it can before `deadline`; the rest stays in the spool.
+async fn drain_spool(spool: Spool, threads: SpoolThreads, deadline: Instant) {
+    let left = tokio::task::spawn_blocking(move || threads.shutdown(&spool, deadline))
+        .await
+        .unwrap_or(0);
+    if left == 0 {
+        tracing::info!("spool drained: every spooled record is acknowledged by Kafka");
+    } else {
+        tracing::warn!(
+            records = left,
+            "records left in the spool; the next start delivers them"
+        );
+    }
+}
+
+/// Waits for Kafka's acknowledgements until `deadline`; returns the `memory`-mode records still
+/// unacknowledged (spooled ones not yet acknowledged stay in the spool).
+async fn flush_producer(publisher: Arc<Publisher>, deadline: Instant) -> u64 {
+    let remaining_time = deadline.saturating_duration_since(Instant::now());
+    let undelivered = tokio::task::spawn_blocking(move || publisher.flush(remaining_time))
+        .await
+        .unwrap_or(u64::MAX);
+    if undelivered == 0 {
+        tracing::info!("producer closed: no memory-mode record is left unacknowledged");
+    } else {
+        tracing::error!(
+            undelivered,
+            "shutdown deadline passed with records not acknowledged by Kafka"
+        );
+    }
+    undelivered
 }
 
 /// Readiness as the sources' ack modes make it: a Kafka outage blocks `broker` sources, an
