@@ -563,6 +563,75 @@ fn spool_status(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// `spool dead list`: one line per dead letter.
+fn print_dead_letter(seq: u64, letter: &crate::spool::dead::DeadLetter) {
+    let stored = &letter.stored;
+    let received = std::time::UNIX_EPOCH + Duration::from_millis(stored.received_ms);
+    println!(
+        "{seq}\t{}\t{}\t{}\t{}\t{} bytes",
+        humantime::format_rfc3339_millis(received),
+        stored.source,
+        stored.topic,
+        letter.reason,
+        stored.value.len()
+    );
+}
+
+/// `spool dead show`: topic, key and headers on stderr, the body byte for byte on stdout.
+fn show_dead_letter(letter: &crate::spool::dead::DeadLetter) -> bool {
+    use std::io::Write;
+    let stored = &letter.stored;
+    eprintln!("topic: {}", stored.topic);
+    eprintln!("key: {}", String::from_utf8_lossy(&stored.key));
+    for (name, value) in &stored.headers {
+        eprintln!("{name}: {}", String::from_utf8_lossy(value));
+    }
+    std::io::stdout().write_all(&stored.value).is_ok()
+}
+
+/// `spool dead retry`: publishes a dead letter to its topic (without its dead-letter reason) and
+/// removes it once Kafka acknowledged it.
+fn retry_dead_letter(
+    kafka: &crate::config::KafkaSettings,
+    dead: &crate::spool::dead::DeadLetters,
+    seq: u64,
+    letter: &crate::spool::dead::DeadLetter,
+) -> bool {
+    let stored = &letter.stored;
+    let headers: Vec<(&str, &[u8])> = stored
+        .headers
+        .iter()
+        .filter(|(name, _)| name != crate::record::DEAD_REASON_HEADER)
+        .map(|(name, value)| (name.as_str(), value.as_slice()))
+        .collect();
+    let record = crate::publisher::Record {
+        topic: &stored.topic,
+        key: &stored.key,
+        value: &stored.value,
+        headers: crate::publisher::headers(&headers),
+    };
+    let timeout = Duration::from_millis(kafka.metadata_timeout_ms.max(5_000));
+    match crate::publisher::publish_once(kafka, record, timeout) {
+        Ok(ack) => match dead.remove(seq) {
+            Ok(()) => {
+                println!(
+                    "{seq}: published to {} (partition {}, offset {}) and removed",
+                    stored.topic, ack.partition, ack.offset
+                );
+                true
+            }
+            Err(error) => {
+                eprintln!("{seq}: published, but cannot remove it: {error}");
+                false
+            }
+        },
+        Err(error) => {
+            eprintln!("{seq}: Kafka refused it again ({error}); kept");
+            false
+        }
+    }
+}
+
 fn spool_dead(path: &std::path::Path, command: DeadCommand) -> ExitCode {
     let settings = match load_settings(path) {
         Ok(settings) => settings,
@@ -591,69 +660,25 @@ fn spool_dead(path: &std::path::Path, command: DeadCommand) -> ExitCode {
                 continue;
             }
         };
-        let stored = &letter.stored;
-        match &command {
+        let done = match &command {
             DeadCommand::List => {
-                let received = std::time::UNIX_EPOCH + Duration::from_millis(stored.received_ms);
-                println!(
-                    "{seq}\t{}\t{}\t{}\t{}\t{} bytes",
-                    humantime::format_rfc3339_millis(received),
-                    stored.source,
-                    stored.topic,
-                    letter.reason,
-                    stored.value.len()
-                );
+                print_dead_letter(seq, &letter);
+                true
             }
-            DeadCommand::Show { .. } => {
-                eprintln!("topic: {}", stored.topic);
-                eprintln!("key: {}", String::from_utf8_lossy(&stored.key));
-                for (name, value) in &stored.headers {
-                    eprintln!("{name}: {}", String::from_utf8_lossy(value));
-                }
-                use std::io::Write;
-                if std::io::stdout().write_all(&stored.value).is_err() {
-                    failed = true;
-                }
-            }
-            DeadCommand::Retry { .. } => {
-                let headers: Vec<(&str, &[u8])> = stored
-                    .headers
-                    .iter()
-                    .filter(|(name, _)| name != crate::record::DEAD_REASON_HEADER)
-                    .map(|(name, value)| (name.as_str(), value.as_slice()))
-                    .collect();
-                let record = crate::publisher::Record {
-                    topic: &stored.topic,
-                    key: &stored.key,
-                    value: &stored.value,
-                    headers: crate::publisher::headers(&headers),
-                };
-                let timeout = Duration::from_millis(settings.kafka.metadata_timeout_ms.max(5_000));
-                match crate::publisher::publish_once(&settings.kafka, record, timeout) {
-                    Ok(ack) => match dead.remove(seq) {
-                        Ok(()) => println!(
-                            "{seq}: published to {} (partition {}, offset {}) and removed",
-                            stored.topic, ack.partition, ack.offset
-                        ),
-                        Err(error) => {
-                            eprintln!("{seq}: published, but cannot remove it: {error}");
-                            failed = true;
-                        }
-                    },
-                    Err(error) => {
-                        eprintln!("{seq}: Kafka refused it again ({error}); kept");
-                        failed = true;
-                    }
-                }
-            }
+            DeadCommand::Show { .. } => show_dead_letter(&letter),
+            DeadCommand::Retry { .. } => retry_dead_letter(&settings.kafka, &dead, seq, &letter),
             DeadCommand::Drop { .. } => match dead.remove(seq) {
-                Ok(()) => println!("{seq}: dropped"),
+                Ok(()) => {
+                    println!("{seq}: dropped");
+                    true
+                }
                 Err(error) => {
                     eprintln!("{seq}: {error}");
-                    failed = true;
+                    false
                 }
             },
-        }
+        };
+        failed |= !done;
     }
     if failed {
         ExitCode::from(EXIT_FAILURE)
