@@ -7,6 +7,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proptest::prelude::*;
 
+use std::io::BufReader;
+
+use super::checkpoint::write_checkpoint;
+use super::codec::FRAME_HEADER;
+use super::recovery::read_frame;
 use super::*;
 use crate::metrics::Metrics;
 
