@@ -237,43 +237,12 @@ impl Spool {
         metrics: &crate::metrics::Metrics,
         idempotency: Option<Arc<crate::idempotency::Idempotency>>,
     ) -> io::Result<(Spool, SpoolParts, Recovery)> {
-        fs::create_dir_all(dir)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))?;
-        lock.try_lock().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!(
-                    "spool {} is in use by another hookrelay process",
-                    dir.display()
-                ),
-            )
-        })?;
-        // A spare left by an earlier run may be sized for other settings: start without one.
-        match fs::remove_file(dir.join(SPARE)) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
-            _ => {}
-        }
+        let lock = lock_dir(dir)?;
         let checkpoint = read_checkpoint(dir)?;
         let (segments, scan) = recover_segments(dir, checkpoint)?;
         let mut next_seq = scan.next_seq.max(checkpoint);
-        // The idempotency log remembers ids only of records that were fsync'd: one remembered
-        // beyond the last record found is a record the disk lost. Its sequence number is not
-        // reused, and the forwarder counts the stretch as lost when it gets there.
         if idempotency.is_some() {
-            if let Some(highest) = crate::idempotency::highest_spooled_seq(dir)? {
-                if highest >= next_seq {
-                    tracing::error!(
-                        from_seq = next_seq,
-                        to_seq = highest,
-                        "spool: records acknowledged to senders are not in the spool (the disk lost them); their ids are forgotten so that resends are accepted"
-                    );
-                    next_seq = highest + 1;
-                }
-            }
+            next_seq = past_lost_records(dir, next_seq)?;
         }
         let segment_bytes = (max_bytes / 4).clamp(64 * 1024, MAX_SEGMENT_BYTES);
         let shared = Arc::new(Shared {
@@ -404,6 +373,47 @@ impl SpoolThreads {
         let _ = self.writer.join();
         self.forwarder.stop(deadline);
         spool.shared.live_records()
+    }
+}
+
+/// Creates the directory and takes its lock (one relay per spool); drops a spare left by an
+/// earlier run, which may be sized for other settings.
+fn lock_dir(dir: &Path) -> io::Result<File> {
+    fs::create_dir_all(dir)?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    lock.try_lock().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "spool {} is in use by another hookrelay process",
+                dir.display()
+            ),
+        )
+    })?;
+    match fs::remove_file(dir.join(SPARE)) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(lock),
+    }
+}
+
+/// The idempotency log remembers ids only of records that were fsync'd: one remembered beyond
+/// the last record found is a record the disk lost. Its sequence number is not reused (the next
+/// one is returned), and the forwarder counts the stretch as lost when it gets there.
+fn past_lost_records(dir: &Path, next_seq: u64) -> io::Result<u64> {
+    match crate::idempotency::highest_spooled_seq(dir)? {
+        Some(highest) if highest >= next_seq => {
+            tracing::error!(
+                from_seq = next_seq,
+                to_seq = highest,
+                "spool: records acknowledged to senders are not in the spool (the disk lost them); their ids are forgotten so that resends are accepted"
+            );
+            Ok(highest + 1)
+        }
+        _ => Ok(next_seq),
     }
 }
 
