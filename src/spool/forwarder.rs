@@ -427,42 +427,51 @@ impl Forwarder {
                     Err(_) => {}
                 }
             }
-            let mut headers = record.headers.clone();
-            headers.push((DEAD_REASON_HEADER, reason.as_bytes()));
-            let written = self.dead_letters.write(
-                seq,
-                &codec::Entry {
-                    received: std::time::UNIX_EPOCH + Duration::from_millis(record.received_ms),
-                    source: record.source,
-                    topic: record.topic,
-                    key: record.key,
-                    headers: &headers,
-                    value: record.value,
-                },
-            );
-            match written {
-                Ok(()) => {
-                    self.dead_letters_total
-                        .with_label_values(&[record.source, reason])
-                        .inc();
-                    tracing::error!(
-                        seq,
-                        source = record.source,
-                        reason,
-                        directory = %self.dead_letters.dir().display(),
-                        "spool: Kafka refused a record for good; it is in the dead-letter directory (hookrelay spool dead list)"
-                    );
-                    self.window[index].state = State::Delivered;
-                }
-                Err(error) => {
-                    tracing::error!(%error, seq, "spool: cannot write a dead letter; retrying");
-                    self.paused_until = Some(Instant::now() + REWIND_PAUSE);
-                    return;
-                }
+            if !self.to_directory(seq, &record, reason) {
+                self.paused_until = Some(Instant::now() + REWIND_PAUSE);
+                return;
             }
+            self.window[index].state = State::Delivered;
         }
         // Every one was taken on (to the topic) or settled.
         self.refused_waiting = false;
+    }
+
+    /// Writes a record Kafka refused for good to the dead-letter directory, with its reason;
+    /// `false` when the directory cannot take it now (retried later).
+    fn to_directory(&self, seq: u64, record: &codec::Decoded<'_>, reason: &str) -> bool {
+        let mut headers = record.headers.clone();
+        headers.push((DEAD_REASON_HEADER, reason.as_bytes()));
+        let written = self.dead_letters.write(
+            seq,
+            &codec::Entry {
+                received: std::time::UNIX_EPOCH + Duration::from_millis(record.received_ms),
+                source: record.source,
+                topic: record.topic,
+                key: record.key,
+                headers: &headers,
+                value: record.value,
+            },
+        );
+        match written {
+            Ok(()) => {
+                self.dead_letters_total
+                    .with_label_values(&[record.source, reason])
+                    .inc();
+                tracing::error!(
+                    seq,
+                    source = record.source,
+                    reason,
+                    directory = %self.dead_letters.dir().display(),
+                    "spool: Kafka refused a record for good; it is in the dead-letter directory (hookrelay spool dead list)"
+                );
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, seq, "spool: cannot write a dead letter; retrying");
+                false
+            }
+        }
     }
 
     /// Records the disk lost (a corrupt record, or a stretch missing between two segments) would
