@@ -73,41 +73,10 @@ pub(super) fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u
         if !segment.gaps.is_empty() {
             keep_corrupt_copy(&path);
         }
-        let last = index + 1 == segments.len();
-        if last {
-            // The writer writes zeros ahead of its records to the next step (or the file's end):
-            // anything else there is a torn or corrupt write. Beyond the step, a reused segment
-            // holds its old records, which the writer zeroes before it gets there.
-            let zeroed_to = file_len
-                .min((valid_end + writer::FRAME_HEADER).next_multiple_of(writer::PREWRITE_STEP));
-            if only_zeros(&mut reader, valid_end, zeroed_to)? {
-                scan.tail = Tail {
-                    records_end: valid_end,
-                    zeroed_to,
-                    end_seq: expected,
-                };
-            } else {
-                // A write torn by a machine crash (never acknowledged), or acknowledged records
-                // the disk damaged with nothing intact after them: the two look alike. Cut them,
-                // keep a copy, and forget their ids (see `Recovery::absent`).
-                let cut = file_len - valid_end;
-                tracing::error!(
-                    segment = %path.display(),
-                    from_seq = expected,
-                    "spool: cutting the damaged end of the spool (a write torn by a crash, or records the disk damaged); a copy is kept as .seg.corrupt"
-                );
-                keep_corrupt_copy(&path);
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)?
-                    .set_len(valid_end)?;
-                scan.truncated_bytes += cut;
-                scan.tail = Tail {
-                    records_end: valid_end,
-                    zeroed_to: valid_end,
-                    end_seq: expected,
-                };
-            }
+        if index + 1 == segments.len() {
+            let (tail, cut) = recover_tail(&path, &mut reader, file_len, valid_end, expected)?;
+            scan.tail = tail;
+            scan.truncated_bytes += cut;
         }
         scan.next_seq = scan.next_seq.max(expected);
         if let Some(next) = next_first.filter(|&next| next > expected && next > checkpoint) {
@@ -127,6 +96,48 @@ pub(super) fn recover_segments(dir: &Path, checkpoint: u64) -> io::Result<(Vec<u
         scan.absent.push(scan.tail.end_seq..u64::MAX);
     }
     Ok((kept, scan))
+}
+
+/// The end of the last segment: the writer writes zeros ahead of its records to the next step
+/// (or the file's end), so anything else there is a torn or corrupt write. Beyond the step, a
+/// reused segment holds its old records, which the writer zeroes before it gets there. Returns
+/// the tail and the bytes cut off.
+fn recover_tail(
+    path: &Path,
+    reader: &mut BufReader<File>,
+    file_len: u64,
+    records_end: u64,
+    end_seq: u64,
+) -> io::Result<(Tail, u64)> {
+    let zeroed_to =
+        file_len.min((records_end + writer::FRAME_HEADER).next_multiple_of(writer::PREWRITE_STEP));
+    if only_zeros(reader, records_end, zeroed_to)? {
+        let tail = Tail {
+            records_end,
+            zeroed_to,
+            end_seq,
+        };
+        return Ok((tail, 0));
+    }
+    // A write torn by a machine crash (never acknowledged), or acknowledged records the disk
+    // damaged with nothing intact after them: the two look alike. Cut them, keep a copy, and
+    // forget their ids (see `Recovery::absent`).
+    tracing::error!(
+        segment = %path.display(),
+        from_seq = end_seq,
+        "spool: cutting the damaged end of the spool (a write torn by a crash, or records the disk damaged); a copy is kept as .seg.corrupt"
+    );
+    keep_corrupt_copy(path);
+    OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_len(records_end)?;
+    let tail = Tail {
+        records_end,
+        zeroed_to: records_end,
+        end_seq,
+    };
+    Ok((tail, file_len - records_end))
 }
 
 /// Sequence numbers a resynchronisation may skip at once: a frame further ahead is taken for
