@@ -31,7 +31,7 @@ pub enum StartupError {
     #[error("cannot create the Kafka producer: {0}")]
     Producer(rdkafka::error::KafkaError),
     #[error("cannot create the missing Kafka topics: {0}")]
-    CreateTopics(String),
+    CreateTopics(#[source] crate::publisher::TopicError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: std::net::SocketAddr,

@@ -100,7 +100,7 @@ impl Delivery {
         match spool.append(frame, remembered).await {
             Ok(_seq) => Ok(()),
             Err(SpoolError::Full { retry_after }) => Err(Unavailable::SpoolFull { retry_after }),
-            Err(SpoolError::Io(_) | SpoolError::Closed) => Err(Unavailable::SpoolFailed),
+            Err(SpoolError::Io { .. } | SpoolError::Closed) => Err(Unavailable::SpoolFailed),
         }
     }
 

@@ -55,6 +55,25 @@ pub enum PublishError {
     Replacing,
 }
 
+/// Why topics could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("cannot create a Kafka admin client: {0}")]
+    Client(#[source] KafkaError),
+    #[error("topic creation failed: {0}")]
+    Request(#[source] KafkaError),
+    #[error("topic creation failed: {}", refusals(.0))]
+    Refused(Vec<(String, RDKafkaErrorCode)>),
+}
+
+fn refusals(refused: &[(String, RDKafkaErrorCode)]) -> String {
+    refused
+        .iter()
+        .map(|(name, code)| format!("{name}: {code}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One record to publish. The value is the request body, untouched.
 pub struct Record<'a> {
     pub topic: &'a str,
@@ -758,11 +777,9 @@ impl Publisher {
         partitions: i32,
         replication: i32,
         timeout: Duration,
-    ) -> Result<(), String> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .client_config
-            .create()
-            .map_err(|error| format!("cannot create a Kafka admin client: {error}"))?;
+    ) -> Result<(), TopicError> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config.create().map_err(TopicError::Client)?;
         let topics: Vec<NewTopic<'_>> = names
             .iter()
             .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
@@ -771,18 +788,18 @@ impl Publisher {
         let results = admin
             .create_topics(&topics, &options)
             .await
-            .map_err(|error| format!("topic creation failed: {error}"))?;
-        let failures: Vec<String> = results
+            .map_err(TopicError::Request)?;
+        let refused: Vec<(String, RDKafkaErrorCode)> = results
             .into_iter()
             .filter_map(|result| match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
-                Err((name, code)) => Some(format!("{name}: {code}")),
+                Err(refusal) => Some(refusal),
             })
             .collect();
-        if failures.is_empty() {
+        if refused.is_empty() {
             Ok(())
         } else {
-            Err(format!("topic creation failed: {}", failures.join(", ")))
+            Err(TopicError::Refused(refused))
         }
     }
 }
@@ -814,16 +831,16 @@ pub fn publish_once(
     kafka: &crate::config::KafkaSettings,
     record: Record<'_>,
     timeout: Duration,
-) -> Result<Ack, String> {
+) -> Result<Ack, OnceError> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = client_config(kafka)
         .set("message.timeout.ms", timeout.as_millis().to_string())
         .create()
-        .map_err(|error| format!("cannot create a Kafka producer: {error}"))?;
+        .map_err(OnceError::Client)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|error| error.to_string())?;
+        .map_err(OnceError::Runtime)?;
     let sent = producer.send(
         FutureRecord::to(record.topic)
             .key(record.key)
@@ -836,6 +853,17 @@ pub fn publish_once(
             partition: delivery.partition,
             offset: delivery.offset,
         }),
-        Err((error, _)) => Err(error.to_string()),
+        Err((error, _)) => Err(OnceError::Kafka(error)),
     }
+}
+
+/// Why [`publish_once`] could not publish.
+#[derive(Debug, thiserror::Error)]
+pub enum OnceError {
+    #[error("cannot create a Kafka producer: {0}")]
+    Client(#[source] KafkaError),
+    #[error("cannot start a runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("{0}")]
+    Kafka(#[source] KafkaError),
 }

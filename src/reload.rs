@@ -22,6 +22,19 @@ use crate::publisher::Publisher;
 use crate::tls::Certificates;
 use crate::topics::Topics;
 
+/// Why a reload was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigErrors),
+    #[error("these Kafka topics do not exist: {}", .0.join(", "))]
+    MissingTopics(Vec<String>),
+    #[error(transparent)]
+    CreateTopics(#[from] crate::publisher::TopicError),
+    #[error(transparent)]
+    SpoolNotOpen(#[from] crate::ingress::SpoolNotOpen),
+}
+
 /// A reload asked for over HTTP, answered with its outcome.
 pub type ReloadRequest = oneshot::Sender<ReloadOutcome>;
 
@@ -57,10 +70,10 @@ impl Reloader {
                 restart_required,
                 reason: None,
             },
-            Err(reason) => ReloadOutcome {
+            Err(error) => ReloadOutcome {
                 status: "failed",
                 restart_required: Vec::new(),
-                reason: Some(reason),
+                reason: Some(error.to_string()),
             },
         };
         match &outcome.reason {
@@ -82,8 +95,8 @@ impl Reloader {
         outcome
     }
 
-    async fn try_reload(&self) -> Result<Vec<String>, String> {
-        let config = Config::load(&self.path).map_err(|errors| errors.to_string())?;
+    async fn try_reload(&self) -> Result<Vec<String>, ReloadError> {
+        let config = Config::load(&self.path)?;
         let required = config.required_topics();
         let missing: Vec<String> = required
             .iter()
@@ -92,10 +105,7 @@ impl Reloader {
             .collect();
         if !missing.is_empty() {
             if !self.started.kafka.create_topics {
-                return Err(format!(
-                    "these Kafka topics do not exist: {}",
-                    missing.join(", ")
-                ));
+                return Err(ReloadError::MissingTopics(missing));
             }
             let kafka = &self.started.kafka;
             self.publisher

@@ -507,7 +507,7 @@ impl Source {
             .ok();
         let events = check.events();
         let auth = Authenticator::from_settings(&settings.auth)
-            .map_err(|(key, reason)| check.push(&format!("auth{key}"), reason))
+            .map_err(|error| check.push(&format!("auth{}", error.key), error.reason))
             .ok();
         let identity = settings.idempotency.as_ref().map(|idempotency| {
             Identity::from_settings(idempotency, &events, &check.path, &mut check.errors)

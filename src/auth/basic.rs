@@ -18,7 +18,7 @@ pub struct BasicAuth {
 impl BasicAuth {
     pub fn from_settings(settings: &BasicAuthSettings) -> Result<BasicAuth, SettingsError> {
         if settings.user.is_empty() || settings.user.contains(':') {
-            return Err((
+            return Err(SettingsError::new(
                 ".user".to_owned(),
                 "must be a non-empty user name without ':'".to_owned(),
             ));

@@ -111,7 +111,7 @@ impl HmacScheme {
             "sha1" => Algorithm::Sha1,
             "sha512" => Algorithm::Sha512,
             other => {
-                return Err((
+                return Err(SettingsError::new(
                     ".algorithm".to_owned(),
                     format!("unknown algorithm {other:?}: use sha256, sha1 or sha512"),
                 ))
@@ -121,14 +121,14 @@ impl HmacScheme {
             "hex" => Encoding::Hex,
             "base64" => Encoding::Base64,
             other => {
-                return Err((
+                return Err(SettingsError::new(
                     ".encoding".to_owned(),
                     format!("unknown encoding {other:?}: use hex or base64"),
                 ))
             }
         };
         let signed = SignedContent::parse(&settings.signed)
-            .map_err(|reason| (".signed".to_owned(), reason))?;
+            .map_err(|reason| SettingsError::new(".signed", reason))?;
         let timestamp = match (&settings.timestamp_header, signed.uses_timestamp()) {
             (Some(name), true) => Some((
                 header_name(name, ".timestamp_header")?,
@@ -136,13 +136,13 @@ impl HmacScheme {
             )),
             (None, false) => None,
             (None, true) => {
-                return Err((
+                return Err(SettingsError::new(
                     ".timestamp_header".to_owned(),
                     "required when the signed content contains {timestamp}".to_owned(),
                 ))
             }
             (Some(_), false) => {
-                return Err((
+                return Err(SettingsError::new(
                     ".signed".to_owned(),
                     "a timestamp_header is set but the signed content has no {timestamp}"
                         .to_owned(),
@@ -243,12 +243,8 @@ pub fn parse_signature(value: &str, prefix: &str, encoding: Encoding) -> Option<
 }
 
 pub fn header_name(name: &str, key: &str) -> Result<HeaderName, SettingsError> {
-    HeaderName::try_from(name).map_err(|_| {
-        (
-            key.to_owned(),
-            format!("{name:?} is not a valid header name"),
-        )
-    })
+    HeaderName::try_from(name)
+        .map_err(|_| SettingsError::new(key, format!("{name:?} is not a valid header name")))
 }
 
 #[cfg(test)]

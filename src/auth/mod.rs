@@ -42,7 +42,20 @@ pub use crate::settings::{
 };
 
 /// A configuration problem: the key suffix under `auth` (`.secrets[1]`) and the reason.
-pub type SettingsError = (String, String);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl SettingsError {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> SettingsError {
+        SettingsError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
 
 /// A source's authentication, with its secrets resolved.
 #[derive(Debug, Clone)]
@@ -170,8 +183,9 @@ impl Authenticator {
                     .iter()
                     .enumerate()
                     .map(|(index, secret)| {
-                        standard_webhooks::decode_secret(secret)
-                            .map_err(|reason| (format!(".secrets[{index}]"), reason))
+                        standard_webhooks::decode_secret(secret).map_err(|reason| {
+                            SettingsError::new(format!(".secrets[{index}]"), reason)
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Authenticator::StandardWebhooks(StandardWebhooksScheme {
@@ -382,7 +396,7 @@ impl Authenticator {
 /// Resolves a non-empty list of secret references (`env:NAME`, `file:/path`).
 fn resolve_secrets(references: &[String]) -> Result<Vec<Secret>, SettingsError> {
     if references.is_empty() {
-        return Err((
+        return Err(SettingsError::new(
             ".secrets".to_owned(),
             "list at least one secret (env:NAME or file:/path)".to_owned(),
         ));
@@ -391,7 +405,8 @@ fn resolve_secrets(references: &[String]) -> Result<Vec<Secret>, SettingsError> 
         .iter()
         .enumerate()
         .map(|(index, reference)| {
-            Secret::resolve(reference).map_err(|reason| (format!(".secrets[{index}]"), reason))
+            Secret::resolve(reference)
+                .map_err(|reason| SettingsError::new(format!(".secrets[{index}]"), reason))
         })
         .collect()
 }

@@ -21,7 +21,10 @@ pub struct TokenAuth {
 impl TokenAuth {
     pub fn from_settings(token: &TokenAuthSettings) -> Result<TokenAuth, SettingsError> {
         if token.name.is_empty() {
-            return Err((".name".to_owned(), "must not be empty".to_owned()));
+            return Err(SettingsError::new(
+                ".name".to_owned(),
+                "must not be empty".to_owned(),
+            ));
         }
         let header = match token.location {
             TokenLocation::Query => None,

@@ -59,6 +59,13 @@ pub struct SourceEntry {
     limiter: Option<DefaultDirectRateLimiter>,
 }
 
+/// A reload that needs the spool this process did not open.
+#[derive(Debug, thiserror::Error)]
+#[error("source {name} acks on the spool, which this process has not opened: restart to enable it")]
+pub struct SpoolNotOpen {
+    pub name: String,
+}
+
 /// What the ingress handlers share.
 pub struct Ingress {
     /// Replaced whole by a configuration reload; a request keeps the version it started with.
@@ -111,13 +118,12 @@ impl Ingress {
     /// Switches to a new configuration's sources, secrets and limits without dropping a request.
     /// Refuses (keeping the current one) when the new configuration needs what only a restart
     /// gives: a spool that is not open.
-    pub fn reload(&self, config: &Config) -> Result<(), String> {
+    pub fn reload(&self, config: &Config) -> Result<(), SpoolNotOpen> {
         if !self.delivery.has_spool() {
             if let Some(source) = config.sources.iter().find(|s| s.ack == AckMode::Spool) {
-                return Err(format!(
-                    "source {} acks on the spool, which this process has not opened: restart to enable it",
-                    source.name
-                ));
+                return Err(SpoolNotOpen {
+                    name: source.name.to_string(),
+                });
             }
         }
         self.live.store(Arc::new(Live::new(config, &self.metrics)));
@@ -740,8 +746,8 @@ async fn ensure_topic(ingress: &Ingress, live: &Live, topic: &str) -> Result<(),
             ingress.topics.insert(topic.to_owned());
             Ok(())
         }
-        Err(reason) => {
-            tracing::warn!(topic, reason, "could not create topic for a new event type");
+        Err(error) => {
+            tracing::warn!(topic, %error, "could not create topic for a new event type");
             Err(Rejection::KafkaUnavailable {
                 retry_after: ingress.publisher.retry_after_secs(),
             })

@@ -65,8 +65,11 @@ const MAX_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 pub enum SpoolError {
     #[error("the spool is full")]
     Full { retry_after: u64 },
-    #[error("the spool cannot be written: {0}")]
-    Io(String),
+    #[error("the spool cannot be written (segment {segment}): {source}")]
+    Io {
+        segment: u64,
+        source: Arc<io::Error>,
+    },
     #[error("the spool is closed")]
     Closed,
 }

@@ -338,9 +338,14 @@ impl Writer {
         if !self.shared.failing.load(Ordering::Acquire) {
             tracing::error!(%error, "spool write failed; answering 503 until writes succeed again");
         }
-        self.shared.set_write_error(Some(reason.clone()));
+        self.shared.set_write_error(Some(reason));
+        // Every request of the batch learns the same failure.
+        let shared = Arc::new(io::Error::new(error.kind(), error.to_string()));
         for append in batch.drain(..) {
-            let _ = append.reply.send(Err(SpoolError::Io(reason.clone())));
+            let _ = append.reply.send(Err(SpoolError::Io {
+                segment: self.segment,
+                source: shared.clone(),
+            }));
         }
     }
 }
