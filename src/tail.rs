@@ -7,6 +7,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -41,6 +42,21 @@ pub struct Tail {
     consumer: BaseConsumer,
 }
 
+/// Why a topic cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    #[error("cannot create a Kafka consumer: {0}")]
+    Consumer(#[source] KafkaError),
+    #[error("cannot read metadata of {0}: {1}")]
+    Metadata(String, #[source] KafkaError),
+    #[error("topic {0} does not exist")]
+    NoTopic(String),
+    #[error("cannot assign {0}: {1}")]
+    Assign(String, #[source] KafkaError),
+    #[error("cannot read a record: {0}")]
+    Read(#[source] KafkaError),
+}
+
 impl Tail {
     /// Opens `topic` on `brokers`; `options` are extra librdkafka properties (security settings).
     pub fn open<'a>(
@@ -49,7 +65,7 @@ impl Tail {
         topic: &str,
         start: StartAt,
         timeout: Duration,
-    ) -> Result<Tail, String> {
+    ) -> Result<Tail, TailError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", brokers)
@@ -65,12 +81,10 @@ impl Tail {
                 config.set(key, value);
             }
         }
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|error| format!("cannot create a Kafka consumer: {error}"))?;
+        let consumer: BaseConsumer = config.create().map_err(TailError::Consumer)?;
         let metadata = consumer
             .fetch_metadata(Some(topic), timeout)
-            .map_err(|error| format!("cannot read metadata of {topic}: {error}"))?;
+            .map_err(|error| TailError::Metadata(topic.to_owned(), error))?;
         let partitions: Vec<i32> = metadata
             .topics()
             .iter()
@@ -78,7 +92,7 @@ impl Tail {
             .flat_map(|found| found.partitions().iter().map(|partition| partition.id()))
             .collect();
         if partitions.is_empty() {
-            return Err(format!("topic {topic} does not exist"));
+            return Err(TailError::NoTopic(topic.to_owned()));
         }
         let offset = match start {
             StartAt::Beginning => Offset::Beginning,
@@ -88,19 +102,19 @@ impl Tail {
         for partition in partitions {
             assignment
                 .add_partition_offset(topic, partition, offset)
-                .map_err(|error| format!("cannot assign {topic}/{partition}: {error}"))?;
+                .map_err(|error| TailError::Assign(format!("{topic}/{partition}"), error))?;
         }
         consumer
             .assign(&assignment)
-            .map_err(|error| format!("cannot assign {topic}: {error}"))?;
+            .map_err(|error| TailError::Assign(topic.to_owned(), error))?;
         Ok(Tail { consumer })
     }
 
     /// The next record, waiting at most `timeout`.
-    pub fn next(&self, timeout: Duration) -> Result<Option<TailRecord>, String> {
+    pub fn next(&self, timeout: Duration) -> Result<Option<TailRecord>, TailError> {
         match self.consumer.poll(timeout) {
             None => Ok(None),
-            Some(Err(error)) => Err(error.to_string()),
+            Some(Err(error)) => Err(TailError::Read(error)),
             Some(Ok(message)) => Ok(Some(TailRecord {
                 partition: message.partition(),
                 offset: message.offset(),
@@ -112,7 +126,7 @@ impl Tail {
     }
 
     /// Reads until `count` records have arrived or nothing arrived for `idle`.
-    pub fn collect(&self, count: usize, idle: Duration) -> Result<Vec<TailRecord>, String> {
+    pub fn collect(&self, count: usize, idle: Duration) -> Result<Vec<TailRecord>, TailError> {
         let mut records = Vec::new();
         let mut last = Instant::now();
         while records.len() < count && last.elapsed() < idle {
@@ -133,13 +147,13 @@ pub fn count<'a>(
     topic: &str,
     timeout: Duration,
     idle: Duration,
-) -> Result<u64, String> {
+) -> Result<u64, TailError> {
     let tail = Tail::open(brokers, options, topic, StartAt::Beginning, timeout)?;
     let mut total = 0u64;
     let mut last = Instant::now();
     while last.elapsed() < idle {
         if let Some(message) = tail.consumer.poll(Duration::from_millis(100)) {
-            message.map_err(|error| format!("cannot read {topic}: {error}"))?;
+            message.map_err(TailError::Read)?;
             total += 1;
             last = Instant::now();
         }
