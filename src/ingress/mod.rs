@@ -169,8 +169,8 @@ impl Live {
 /// Registers the ingress routes on an actix-web app.
 ///
 /// The two hook paths are matched by [`HookPath::parse`] rather than by actix-web's router, whose
-/// dynamic segments cost a regular-expression search per request (a tenth of the relay's CPU
-/// under load, measured with `perf`).
+/// dynamic segments cost a regular-expression search per request (docs/benchmarks.md, *Measurements
+/// behind the code's shape*).
 pub fn routes(config: &mut web::ServiceConfig) {
     config.default_service(web::to(dispatch));
 }

@@ -3,8 +3,8 @@
 //!
 //! Delivery reports arrive on the producer's thread and are sent here as events. While records are
 //! in flight and nothing new can be sent, the forwarder pauses [`GATHER`] before it waits, so that
-//! reports and writes are taken in batches instead of one wake-up each (measured at 38 000
-//! requests/s: 3 400 → 780 wake-ups/s, spool CPU per request −8 %). The checkpoint
+//! reports and writes are taken in batches instead of one wake-up each (a quarter of the wake-ups
+//! under load: docs/benchmarks.md, *Measurements behind the code's shape*). The checkpoint
 //! advances over the contiguous prefix of acknowledged records and is persisted at most every
 //! [`CHECKPOINT_EVERY`] (a crash re-sends at most that much: at-least-once). Segments entirely
 //! below the checkpoint are retired (kept for reuse as the next segment, or deleted).

@@ -18,8 +18,8 @@
 //! A delivered segment is not deleted while there is no spare: it is renamed to `spare`, and the
 //! writer's next roll renames it to the new segment's name and overwrites it in place. Deleting
 //! a 64 MiB file frees its blocks, and on a filesystem mounted with `discard` (common on virtual
-//! disks) that stalls the device's next flushes: measured on this project's machine, a group
-//! commit of 25 ms after every segment deletion. The writer overwrites a reused segment as it
+//! disks) that stalls the device's next flushes (docs/benchmarks.md, *Measurements behind the
+//! code's shape*). The writer overwrites a reused segment as it
 //! writes a new one, zeros ahead of its records, so its old records are never next to new ones.
 //!
 //! Recovery after a crash scans every segment. A damaged record with intact ones after it is

@@ -8,9 +8,8 @@
 //! Segments grow ahead of their records in steps of [`PREWRITE_STEP`] bytes of zeros, written
 //! with the batch that crosses the end. Records then land in blocks the file already owns, so the
 //! `fdatasync` of a group commit flushes data only: no size change, no ext4 journal commit (and no
-//! wait for the journal thread on a busy CPU). Measured on this project's 2-core machine: an
-//! idle `fdatasync` of a 800-byte write 0.109 → 0.084 ms; spool mode under full load 33 000 →
-//! 37 000–38 500 req/s. A reused segment (see [`super`]) is overwritten the same way, zeros
+//! wait for the journal thread on a busy CPU; the gain is in docs/benchmarks.md, *Measurements
+//! behind the code's shape*). A reused segment (see [`super`]) is overwritten the same way, zeros
 //! ahead of the records, so that records are always followed by zeros, never by the segment's
 //! old records. Recovery treats the zeros as the end of the records.
 //!
