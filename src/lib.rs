@@ -9,7 +9,7 @@
 //! [`event`] (ids, keys), [`identity`] (what names one occurrence of an event), [`spool`] (the durable write-ahead spool and its forwarder),
 //! [`idempotency`] (the deduplication window), [`record`] (the Kafka record an event becomes), [`delivery`] (the ack modes), [`publisher`] (the Kafka producer),
 //! [`topics`] (topic existence), [`retry`] (`Retry-After` estimates),
-//! [`health`] (readiness), [`admin`] (metrics and probes), [`metrics`], [`telemetry`] (logs),
+//! [`events`] (outcomes outside the request path: what each logs and counts), [`health`] (readiness), [`admin`] (metrics and probes), [`metrics`], [`telemetry`] (logs),
 //! [`app`] (start-up and shutdown), [`tls`] (HTTPS on the ingress), [`reload`] (configuration reload), [`tail`] (reading a topic back), [`register`] (subscribing at the sender), [`cli`] (commands).
 
 pub mod admin;
@@ -20,6 +20,7 @@ pub mod client_ip;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod identity;

@@ -37,6 +37,7 @@ use crate::client_ip::{self, IpRanges};
 use crate::config::{AckMode, Config};
 use crate::delivery::{Delivery, Unavailable};
 use crate::event::Event;
+use crate::events::{DeadLetterPlace, DeadLettered};
 use crate::health::Health;
 use crate::idempotency::Idempotency;
 use crate::json;
@@ -624,12 +625,14 @@ impl<'a> Authentic<'a> {
         }
         match self.commit(&outgoing, None).await {
             Ok(_) => {
-                self.ingress
-                    .metrics
-                    .dead_letters
-                    .with_label_values(&[source.name.as_str(), reason])
-                    .inc();
-                tracing::info!(id, reason, "refused event kept on the dead-letter topic");
+                DeadLettered {
+                    seq: None,
+                    id: Some(&id),
+                    source: source.name.as_str(),
+                    reason,
+                    place: DeadLetterPlace::RefusedKept,
+                }
+                .emit(&self.ingress.metrics.dead_letters);
                 rejection
             }
             Err(unavailable) => unavailable,

@@ -27,6 +27,7 @@ use prometheus::{IntCounter, IntCounterVec};
 
 use super::dead::DeadLetters;
 use super::{codec, Location, Reader, Shared};
+use crate::events::{DeadLetterPlace, DeadLettered, LostCause, RecordsLost, RecordsResent};
 use crate::metrics::SourceMetrics;
 use crate::publisher::{self, Ack, PublishError, Publisher, Record, Refusal, ReportSink};
 use crate::record::{self, DEAD_REASON_HEADER};
@@ -268,16 +269,16 @@ impl Forwarder {
                     (None, None) => entry.state = State::Delivered,
                     (None, Some((reason, source))) => {
                         entry.state = State::Delivered;
-                        self.dead_letters_total
-                            .with_label_values(&[source.as_str(), reason])
-                            .inc();
-                        tracing::error!(
-                            seq,
-                            source,
+                        DeadLettered {
+                            seq: Some(seq),
+                            id: None,
+                            source: &source,
                             reason,
-                            topic = self.dead_letter_topic.as_deref(),
-                            "spool: Kafka refused a record for good; it is on the dead-letter topic"
-                        );
+                            place: DeadLetterPlace::Topic(
+                                self.dead_letter_topic.as_deref().unwrap_or_default(),
+                            ),
+                        }
+                        .emit(&self.dead_letters_total);
                     }
                     (Some(Refusal::Permanent(reason)), None) => {
                         entry.state = State::Refused(reason);
@@ -315,12 +316,14 @@ impl Forwarder {
             let (location, seq, size) = (frame.location, frame.seq, frame.size);
             let Some(record) = codec::decode_ref(&frame.payload) else {
                 // Intact (its CRC matches) but not in a format this binary knows: lost to it.
-                tracing::error!(
-                    seq,
-                    version = frame.payload.first().copied(),
-                    "spool: a record cannot be decoded (written by another version?); skipping it"
-                );
-                self.lost.inc();
+                RecordsLost {
+                    from_seq: seq,
+                    count: 1,
+                    cause: LostCause::Undecodable {
+                        version: frame.payload.first().copied(),
+                    },
+                }
+                .emit(&self.lost);
                 self.window.push_back(InFlight {
                     seq,
                     location,
@@ -391,11 +394,12 @@ impl Forwarder {
             let payload = match self.reader.read_at(location, seq) {
                 Ok(Some(payload)) => payload,
                 Ok(None) => {
-                    tracing::error!(
-                        seq,
-                        "spool: a refused record is no longer readable (the disk lost it)"
-                    );
-                    self.lost.inc();
+                    RecordsLost {
+                        from_seq: seq,
+                        count: 1,
+                        cause: LostCause::Unreadable,
+                    }
+                    .emit(&self.lost);
                     self.window[index].state = State::Delivered;
                     continue;
                 }
@@ -406,7 +410,14 @@ impl Forwarder {
                 }
             };
             let Some(record) = codec::decode_ref(&payload) else {
-                self.lost.inc();
+                RecordsLost {
+                    from_seq: seq,
+                    count: 1,
+                    cause: LostCause::Undecodable {
+                        version: payload.first().copied(),
+                    },
+                }
+                .emit(&self.lost);
                 self.window[index].state = State::Delivered;
                 continue;
             };
@@ -455,16 +466,14 @@ impl Forwarder {
         );
         match written {
             Ok(()) => {
-                self.dead_letters_total
-                    .with_label_values(&[record.source, reason])
-                    .inc();
-                tracing::error!(
-                    seq,
-                    source = record.source,
+                DeadLettered {
+                    seq: Some(seq),
+                    id: None,
+                    source: record.source,
                     reason,
-                    directory = %self.dead_letters.dir().display(),
-                    "spool: Kafka refused a record for good; it is in the dead-letter directory (hookrelay spool dead list)"
-                );
+                    place: DeadLetterPlace::Directory(self.dead_letters.dir()),
+                }
+                .emit(&self.dead_letters_total);
                 true
             }
             Err(error) => {
@@ -488,13 +497,12 @@ impl Forwarder {
         super::keep_corrupt_copy(&segment);
         // Below the checkpoint they were delivered before the disk lost them.
         let from = self.reader.next_seq.max(self.checkpoint);
-        tracing::error!(
-            from_seq = from,
-            to_seq = resume - 1,
-            segment = %segment.display(),
-            "spool: records are corrupt or missing (the disk lost written data); skipping them (a copy of the segment is kept as .seg.corrupt)"
-        );
-        self.lost.inc_by(resume.saturating_sub(from));
+        RecordsLost {
+            from_seq: from,
+            count: resume.saturating_sub(from),
+            cause: LostCause::Corrupt { segment: &segment },
+        }
+        .emit(&self.lost);
         self.reader.seek(location, resume);
         self.checkpoint = self.checkpoint.max(resume);
         self.shared
@@ -587,12 +595,11 @@ impl Forwarder {
         let location = self.window[index].location;
         let resent = self.window.len() - index;
         self.window.truncate(index);
-        self.retries.inc_by(resent as u64);
-        tracing::warn!(
-            from_seq = first_failed,
-            records = resent,
-            "spool: Kafka did not acknowledge records; sending them again"
-        );
+        RecordsResent {
+            from_seq: first_failed,
+            count: resent as u64,
+        }
+        .emit(&self.retries);
         self.reader.seek(location, first_failed);
         self.rewind_to = None;
         self.paused_until = Some(Instant::now() + REWIND_PAUSE);
