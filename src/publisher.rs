@@ -181,32 +181,50 @@ pub struct Pending {
 
 /// Counts delivery outcomes and answers waiting requests; runs on the producer's poll thread.
 pub struct DeliveryContext {
-    metrics: KafkaMetrics,
+    /// What every producer of the publisher shares.
+    state: ProducerState,
     /// One delivery-failure line a second at most (the count of the others goes with it).
     failures_logged: Throttle,
+    /// Which producer this context belongs to (see [`ProducerState::current`]).
+    generation: u64,
+}
+
+/// What the publisher and the context of each of its producers share.
+#[derive(Clone)]
+struct ProducerState {
+    metrics: KafkaMetrics,
     /// Set when the producer reports an error it cannot recover from by itself.
     broken: Arc<AtomicBool>,
     /// The thread that replaces a broken producer, woken as soon as it breaks.
     repairer: Arc<OnceLock<std::thread::Thread>>,
     /// `memory`-mode records the broken producer could not send.
     requeue: RequeueQueue,
-    /// Which producer this context belongs to, and which one is current: reports of a replaced
-    /// producer (failing as it is torn down) must not mark its successor broken.
-    generation: u64,
+    /// Which producer is current: reports of a replaced producer (failing as it is torn down)
+    /// must not mark its successor broken.
     current: Arc<AtomicU64>,
     progress: Arc<DrainRate>,
-    /// `memory`-mode records not yet acknowledged: what a crash or a failed flush would lose.
     unacknowledged_memory: Arc<AtomicU64>,
+}
+
+impl ProducerState {
+    /// The delivery context of producer `generation`.
+    fn context(&self, generation: u64) -> DeliveryContext {
+        DeliveryContext {
+            state: self.clone(),
+            failures_logged: Throttle::new(Duration::from_secs(1)),
+            generation,
+        }
+    }
 }
 
 impl DeliveryContext {
     /// Refuses new records until the producer is replaced, and wakes the thread that replaces it.
     fn mark_broken(&self) {
-        if self.generation != self.current.load(Ordering::Acquire) {
+        if self.generation != self.state.current.load(Ordering::Acquire) {
             return;
         }
-        if !self.broken.swap(true, Ordering::AcqRel) {
-            if let Some(repairer) = self.repairer.get() {
+        if !self.state.broken.swap(true, Ordering::AcqRel) {
+            if let Some(repairer) = self.state.repairer.get() {
                 repairer.unpark();
             }
         }
@@ -268,7 +286,7 @@ impl ClientContext for DeliveryContext {
     }
 
     fn stats(&self, statistics: Statistics) {
-        let kafka = &self.metrics;
+        let kafka = &self.state.metrics;
         kafka.queue_messages.set(statistics.msg_cnt as i64);
         kafka.queue_bytes.set(statistics.msg_size as i64);
         for broker in statistics
@@ -308,7 +326,8 @@ impl ProducerContext for DeliveryContext {
                 if is_unrecoverable(error) {
                     self.mark_broken();
                 }
-                self.requeue
+                self.state
+                    .requeue
                     .lock()
                     .unwrap_or_else(|poison| poison.into_inner())
                     .push(Requeued::copy(message, pending.source, on_delivered));
@@ -324,7 +343,7 @@ impl ProducerContext for DeliveryContext {
                         .delivery_duration
                         .observe(pending.accepted.elapsed().as_secs_f64());
                 }
-                self.progress.delivered(1);
+                self.state.progress.delivered(1);
                 Ok(Ack {
                     partition: message.partition(),
                     offset: message.offset(),
@@ -355,7 +374,9 @@ impl ProducerContext for DeliveryContext {
         };
         match pending.notify {
             Notify::Memory(on_delivered) => {
-                self.unacknowledged_memory.fetch_sub(1, Ordering::Relaxed);
+                self.state
+                    .unacknowledged_memory
+                    .fetch_sub(1, Ordering::Relaxed);
                 if let (Ok(_), Some(on_delivered)) = (&outcome, on_delivered) {
                     on_delivered();
                 }
@@ -385,17 +406,10 @@ fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
 
 /// The relay's producer.
 pub struct Publisher {
-    metrics: KafkaMetrics,
     /// Replaced by [`Publisher::reset_if_broken`] when librdkafka cannot recover by itself.
     producer: RwLock<ThreadedProducer<DeliveryContext>>,
     client_config: ClientConfig,
-    broken: Arc<AtomicBool>,
-    repairer: Arc<OnceLock<std::thread::Thread>>,
-    requeue: RequeueQueue,
-    /// The generation of the current producer (see [`DeliveryContext`]).
-    current: Arc<AtomicU64>,
-    progress: Arc<DrainRate>,
-    unacknowledged_memory: Arc<AtomicU64>,
+    state: ProducerState,
 }
 
 /// Records a producer being torn down (replaced) gave back unsent.
@@ -425,33 +439,20 @@ fn is_unrecoverable(error: &KafkaError) -> bool {
 impl Publisher {
     pub fn new(config: &Config, metrics: KafkaMetrics) -> Result<Publisher, KafkaError> {
         let client_config = client_config(&config.kafka);
-        let broken = Arc::new(AtomicBool::new(false));
-        let repairer = Arc::new(OnceLock::new());
-        let requeue = RequeueQueue::default();
-        let current = Arc::new(AtomicU64::new(0));
-        let progress = Arc::new(DrainRate::new());
-        let unacknowledged_memory = Arc::new(AtomicU64::new(0));
-        let producer = client_config.create_with_context(DeliveryContext {
-            failures_logged: Throttle::new(Duration::from_secs(1)),
-            metrics: metrics.clone(),
-            broken: broken.clone(),
-            repairer: repairer.clone(),
-            requeue: requeue.clone(),
-            generation: 0,
-            current: current.clone(),
-            progress: progress.clone(),
-            unacknowledged_memory: unacknowledged_memory.clone(),
-        })?;
-        Ok(Publisher {
+        let state = ProducerState {
             metrics,
+            broken: Arc::new(AtomicBool::new(false)),
+            repairer: Arc::new(OnceLock::new()),
+            requeue: RequeueQueue::default(),
+            current: Arc::new(AtomicU64::new(0)),
+            progress: Arc::new(DrainRate::new()),
+            unacknowledged_memory: Arc::new(AtomicU64::new(0)),
+        };
+        let producer = client_config.create_with_context(state.context(0))?;
+        Ok(Publisher {
             producer: RwLock::new(producer),
             client_config,
-            broken,
-            repairer,
-            requeue,
-            current,
-            progress,
-            unacknowledged_memory,
+            state,
         })
     }
 
@@ -477,7 +478,7 @@ impl Publisher {
                     }
                 }
             })?;
-        let _ = self.repairer.set(thread.thread().clone());
+        let _ = self.state.repairer.set(thread.thread().clone());
         Ok(Repairer {
             stop,
             thread: Some(thread),
@@ -501,23 +502,16 @@ impl Publisher {
 
     fn replace_if_broken(&self) -> bool {
         let fatal = self.producer().client().fatal_error();
-        if !self.broken.load(Ordering::Acquire) && fatal.is_none() {
+        if !self.state.broken.load(Ordering::Acquire) && fatal.is_none() {
             return false;
         }
         // Records are refused (503) while `broken` is set, until the new producer is in place.
-        self.broken.store(true, Ordering::Release);
-        let generation = self.current.load(Ordering::Acquire) + 1;
-        let fresh = match self.client_config.create_with_context(DeliveryContext {
-            failures_logged: Throttle::new(Duration::from_secs(1)),
-            metrics: self.metrics.clone(),
-            broken: self.broken.clone(),
-            repairer: self.repairer.clone(),
-            requeue: self.requeue.clone(),
-            generation,
-            current: self.current.clone(),
-            progress: self.progress.clone(),
-            unacknowledged_memory: self.unacknowledged_memory.clone(),
-        }) {
+        self.state.broken.store(true, Ordering::Release);
+        let generation = self.state.current.load(Ordering::Acquire) + 1;
+        let fresh = match self
+            .client_config
+            .create_with_context(self.state.context(generation))
+        {
             Ok(fresh) => fresh,
             Err(error) => {
                 tracing::error!(%error, "cannot create a new Kafka producer");
@@ -531,8 +525,8 @@ impl Publisher {
                 .unwrap_or_else(|poison| poison.into_inner()),
             fresh,
         );
-        self.current.store(generation, Ordering::Release);
-        self.broken.store(false, Ordering::Release);
+        self.state.current.store(generation, Ordering::Release);
+        self.state.broken.store(false, Ordering::Release);
         tracing::warn!(?fatal, "the Kafka producer could not recover (fenced or fatal error); replaced it with a new one");
         drop(old);
         true
@@ -543,6 +537,7 @@ impl Publisher {
     fn send_requeued(&self) {
         let mut requeued = std::mem::take(
             &mut *self
+                .state
                 .requeue
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner()),
@@ -576,6 +571,7 @@ impl Publisher {
                         record.on_delivered = on_delivered;
                     }
                     let mut queue = self
+                        .state
                         .requeue
                         .lock()
                         .unwrap_or_else(|poison| poison.into_inner());
@@ -584,7 +580,9 @@ impl Publisher {
                     return;
                 }
                 Err((error, _)) => {
-                    self.unacknowledged_memory.fetch_sub(1, Ordering::Relaxed);
+                    self.state
+                        .unacknowledged_memory
+                        .fetch_sub(1, Ordering::Relaxed);
                     if let Some(source) = &record.source {
                         source.failed.inc();
                     }
@@ -602,10 +600,14 @@ impl Publisher {
         source: &Arc<SourceMetrics>,
         on_delivered: Option<OnDelivered>,
     ) -> Result<(), PublishError> {
-        self.unacknowledged_memory.fetch_add(1, Ordering::Relaxed);
+        self.state
+            .unacknowledged_memory
+            .fetch_add(1, Ordering::Relaxed);
         self.send(record, Some(source.clone()), Notify::Memory(on_delivered))
             .inspect_err(|_| {
-                self.unacknowledged_memory.fetch_sub(1, Ordering::Relaxed);
+                self.state
+                    .unacknowledged_memory
+                    .fetch_sub(1, Ordering::Relaxed);
             })
     }
 
@@ -625,7 +627,7 @@ impl Publisher {
 
     /// `memory`-mode records not yet acknowledged by Kafka.
     pub fn unacknowledged_memory(&self) -> u64 {
-        self.unacknowledged_memory.load(Ordering::Relaxed)
+        self.state.unacknowledged_memory.load(Ordering::Relaxed)
     }
 
     /// `broker` mode: enqueue and wait for Kafka's acknowledgement, at most `timeout`.
@@ -677,7 +679,7 @@ impl Publisher {
         pending: Box<Pending>,
     ) -> Result<(), (PublishError, Box<Pending>)> {
         // A fenced or failed producer drops what it is given: refuse until it is replaced.
-        if self.broken.load(Ordering::Acquire) {
+        if self.state.broken.load(Ordering::Acquire) {
             return Err((PublishError::Replacing, pending));
         }
         let base = BaseRecord::with_opaque_to(record.topic, pending)
@@ -702,7 +704,7 @@ impl Publisher {
 
     /// Seconds a refused sender should wait (see [`DrainRate::retry_after_secs`]).
     pub fn retry_after_secs(&self) -> u64 {
-        self.progress.retry_after_secs(self.backlog())
+        self.state.progress.retry_after_secs(self.backlog())
     }
 
     /// Waits until every queued record is acknowledged or `timeout` passes; returns how many
