@@ -40,5 +40,6 @@ pub mod source;
 pub mod spool;
 pub mod tail;
 pub mod telemetry;
+pub mod template;
 pub mod tls;
 pub mod topics;

@@ -19,6 +19,7 @@ use crate::json::{self, Pointer};
 use crate::names::is_topic_char;
 pub use crate::names::{EventFilter, EventType, SourceName, MAX_EVENT_LEN, MAX_TOPIC_LEN};
 use crate::schema::Schemas;
+use crate::template::Piece;
 
 /// Longest event id accepted from the sender; longer ones are ignored (the relay's own id is used).
 pub const MAX_SENDER_ID_LEN: usize = 200;
@@ -98,36 +99,24 @@ enum TopicPart {
 impl TopicTemplate {
     pub fn parse(template: &str) -> Result<TopicTemplate, String> {
         let mut parts = Vec::new();
-        let mut rest = template;
-        while !rest.is_empty() {
-            match rest.find('{') {
-                Some(0) => {
-                    let end = rest
-                        .find('}')
-                        .ok_or_else(|| format!("unclosed placeholder in {template:?}"))?;
-                    parts.push(match &rest[1..end] {
-                        "source" => TopicPart::Source,
-                        "event" => TopicPart::Event,
-                        other => {
-                            return Err(format!(
-                            "unknown placeholder {{{other}}}: only {{source}} and {{event}} exist"
-                        ))
-                        }
-                    });
-                    rest = &rest[end + 1..];
+        for piece in crate::template::pieces(template)? {
+            parts.push(match piece {
+                Piece::Placeholder("source") => TopicPart::Source,
+                Piece::Placeholder("event") => TopicPart::Event,
+                Piece::Placeholder(other) => {
+                    return Err(format!(
+                        "unknown placeholder {{{other}}}: only {{source}} and {{event}} exist"
+                    ))
                 }
-                found => {
-                    let end = found.unwrap_or(rest.len());
-                    let literal = &rest[..end];
+                Piece::Literal(literal) => {
                     if let Some(bad) = literal.chars().find(|&c| !is_topic_char(c)) {
                         return Err(format!(
                             "{bad:?} cannot appear in a Kafka topic name (allowed: A-Z a-z 0-9 . _ -)"
                         ));
                     }
-                    parts.push(TopicPart::Literal(literal.to_owned()));
-                    rest = &rest[end..];
+                    TopicPart::Literal(literal.to_owned())
                 }
-            }
+            });
         }
         if parts.is_empty() {
             return Err("the topic template is empty".to_owned());

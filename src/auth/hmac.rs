@@ -11,6 +11,7 @@ use super::mac::{self, any_matches};
 use super::{resolve_secrets, AuthError, SettingsError};
 use crate::secret::Secret;
 use crate::settings::{Algorithm, Encoding, HmacAuthSettings};
+use crate::template::Piece;
 
 /// A part of the signed content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,28 +28,17 @@ pub struct SignedContent(Vec<Part>);
 impl SignedContent {
     pub fn parse(template: &str) -> Result<SignedContent, String> {
         let mut parts = Vec::new();
-        let mut rest = template;
-        while let Some(start) = rest.find('{') {
-            if start > 0 {
-                parts.push(Part::Literal(rest.as_bytes()[..start].to_vec()));
-            }
-            let end = rest[start..]
-                .find('}')
-                .map(|end| start + end)
-                .ok_or_else(|| format!("unclosed placeholder in {template:?}"))?;
-            parts.push(match &rest[start + 1..end] {
-                "body" => Part::Body,
-                "timestamp" => Part::Timestamp,
-                other => {
+        for piece in crate::template::pieces(template)? {
+            parts.push(match piece {
+                Piece::Literal(literal) => Part::Literal(literal.as_bytes().to_vec()),
+                Piece::Placeholder("body") => Part::Body,
+                Piece::Placeholder("timestamp") => Part::Timestamp,
+                Piece::Placeholder(other) => {
                     return Err(format!(
                         "unknown placeholder {{{other}}}: only {{body}} and {{timestamp}} exist"
                     ))
                 }
             });
-            rest = &rest[end + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Literal(rest.as_bytes().to_vec()));
         }
         if parts.iter().filter(|part| **part == Part::Body).count() != 1 {
             return Err("the signed content must contain {body} exactly once".to_owned());
