@@ -157,23 +157,13 @@ impl HmacScheme {
         body: &[u8],
         now: SystemTime,
     ) -> Result<(), AuthError> {
-        let value = headers
-            .get(&self.header)
-            .or_else(|| headers.get(self.also.as_ref()?))
-            .ok_or(AuthError::MissingSignature)?
-            .to_str()
-            .map_err(|_| AuthError::InvalidSignature)?
-            .trim();
-        if value.is_empty() {
-            return Err(AuthError::MissingSignature);
-        }
+        let value = mac::required_header(
+            headers
+                .get(&self.header)
+                .or_else(|| headers.get(self.also.as_ref()?)),
+        )?;
         let timestamp = match &self.timestamp {
-            Some((name, _)) => headers
-                .get(name)
-                .ok_or(AuthError::MissingSignature)?
-                .to_str()
-                .map_err(|_| AuthError::InvalidSignature)?
-                .trim(),
+            Some((name, _)) => mac::header_text(headers.get(name))?,
             None => "",
         };
         let parsed = if self.timestamp.is_some() {

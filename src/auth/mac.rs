@@ -8,6 +8,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use actix_web::http::header::HeaderValue;
 use base64::Engine;
 use hmac::{KeyInit, Mac};
 use subtle::ConstantTimeEq;
@@ -85,6 +86,24 @@ pub fn any_matches(
 }
 
 /// Seconds since the Unix epoch.
+/// A credential header's value as text, trimmed: `MissingSignature` when it is absent,
+/// `InvalidSignature` when it is not text.
+pub fn header_text(value: Option<&HeaderValue>) -> Result<&str, AuthError> {
+    value
+        .ok_or(AuthError::MissingSignature)?
+        .to_str()
+        .map(str::trim)
+        .map_err(|_| AuthError::InvalidSignature)
+}
+
+/// As [`header_text`], and an empty value counts as absent.
+pub fn required_header(value: Option<&HeaderValue>) -> Result<&str, AuthError> {
+    match header_text(value)? {
+        "" => Err(AuthError::MissingSignature),
+        text => Ok(text),
+    }
+}
+
 pub fn unix_seconds(now: SystemTime) -> i64 {
     match now.duration_since(UNIX_EPOCH) {
         Ok(elapsed) => i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX),

@@ -80,15 +80,7 @@ fn headers_of(headers: &HeaderMap) -> Result<[&str; 3], AuthError> {
         if headers.get_all(name).nth(1).is_some() {
             return Err(AuthError::InvalidSignature);
         }
-        *value = headers
-            .get(name)
-            .ok_or(AuthError::MissingSignature)?
-            .to_str()
-            .map_err(|_| AuthError::InvalidSignature)?
-            .trim();
-        if value.is_empty() {
-            return Err(AuthError::MissingSignature);
-        }
+        *value = mac::required_header(headers.get(name))?;
     }
     Ok(values)
 }

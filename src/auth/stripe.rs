@@ -64,14 +64,7 @@ impl StripeScheme {
         body: &[u8],
         now: SystemTime,
     ) -> Result<(), AuthError> {
-        let value = headers
-            .get(SIGNATURE_HEADER)
-            .ok_or(AuthError::MissingSignature)?
-            .to_str()
-            .map_err(|_| AuthError::InvalidSignature)?;
-        if value.trim().is_empty() {
-            return Err(AuthError::MissingSignature);
-        }
+        let value = mac::required_header(headers.get(SIGNATURE_HEADER))?;
         let header = parse_header(value)?;
         let timestamp = mac::parse_timestamp(header.timestamp)?;
         let parts: [&[u8]; 3] = [header.timestamp.as_bytes(), b".", body];
