@@ -151,7 +151,7 @@ impl Application {
             topics,
             publisher.clone(),
             health.clone(),
-            config.metadata_timeout(),
+            config.kafka.metadata_timeout_ms,
         )
         .map_err(StartupError::Thread)?;
 
@@ -223,7 +223,7 @@ impl Application {
         ingress_handle.stop(true).await;
         let _ = ingress_task.await;
 
-        let deadline = started + self.config.shutdown_timeout();
+        let deadline = started + self.config.server.shutdown_timeout_ms;
         if let Some((spool, threads)) = self.spool {
             drain_spool(spool, threads, deadline).await;
         }
@@ -320,7 +320,7 @@ async fn prepare_topics(
                     &missing,
                     config.kafka.topic_partitions,
                     config.kafka.topic_replication,
-                    config.metadata_timeout(),
+                    config.kafka.metadata_timeout_ms,
                 )
                 .await
                 .map_err(StartupError::CreateTopics)?;
@@ -342,7 +342,7 @@ async fn prepare_topics(
     }
     if health.kafka() == KafkaState::Ok {
         let (topics, publisher) = (topics.clone(), publisher.clone());
-        let timeout = config.metadata_timeout();
+        let timeout = config.kafka.metadata_timeout_ms;
         let _ =
             tokio::task::spawn_blocking(move || topics.refresh_limits(&publisher, timeout)).await;
     }
@@ -360,7 +360,7 @@ fn ingress_listener(
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
-    let shutdown_secs = config.shutdown_timeout().as_secs().max(1);
+    let shutdown_secs = config.server.shutdown_timeout_ms.as_secs().max(1);
     let tls = match certificates {
         Some(certificates) => Some(certificates.server_config().map_err(StartupError::Tls)?),
         None => None,
@@ -517,7 +517,7 @@ async fn check_topics(
     config: &Config,
 ) -> KafkaState {
     let (topics, publisher, health) = (topics.clone(), publisher.clone(), health.clone());
-    let timeout = config.metadata_timeout();
+    let timeout = config.kafka.metadata_timeout_ms;
     tokio::task::spawn_blocking(move || topics.check(&publisher, &health, timeout))
         .await
         .unwrap_or_else(|error| KafkaState::NotYetReached(error.to_string()))

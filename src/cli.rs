@@ -473,7 +473,7 @@ fn tail(
         &settings.kafka.options,
         topic,
         from,
-        Duration::from_millis(settings.kafka.metadata_timeout_ms),
+        settings.kafka.metadata_timeout_ms,
     ) {
         Ok(reader) => reader,
         Err(error) => {
@@ -510,7 +510,7 @@ fn count_records(path: &std::path::Path, topic: &str) -> ExitCode {
         &settings.kafka.brokers,
         &settings.kafka.options,
         topic,
-        Duration::from_millis(settings.kafka.metadata_timeout_ms),
+        settings.kafka.metadata_timeout_ms,
         Duration::from_secs(2),
     ) {
         Ok(count) => {
@@ -610,7 +610,7 @@ fn retry_dead_letter(
         value: &stored.value,
         headers: crate::publisher::headers(&headers),
     };
-    let timeout = Duration::from_millis(kafka.metadata_timeout_ms.max(5_000));
+    let timeout = kafka.metadata_timeout_ms.max(Duration::from_secs(5));
     match crate::publisher::publish_once(kafka, record, timeout) {
         Ok(ack) => match dead.remove(seq) {
             Ok(()) => {

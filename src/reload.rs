@@ -113,7 +113,7 @@ impl Reloader {
                     &missing,
                     kafka.topic_partitions,
                     kafka.topic_replication,
-                    self.started.metadata_timeout(),
+                    self.started.kafka.metadata_timeout_ms,
                 )
                 .await?;
             for topic in &missing {

@@ -5,7 +5,6 @@
 //! it belongs to, so `hookrelay check-config` can print a complete list.
 
 use std::path::Path;
-use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -115,22 +114,6 @@ impl Config {
         max_record_bytes(&self.kafka).unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
     }
 
-    pub fn body_timeout(&self) -> Duration {
-        Duration::from_millis(self.server.body_timeout_ms)
-    }
-
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_millis(self.server.shutdown_timeout_ms)
-    }
-
-    pub fn broker_timeout(&self) -> Duration {
-        Duration::from_millis(self.delivery.broker_timeout_ms)
-    }
-
-    pub fn metadata_timeout(&self) -> Duration {
-        Duration::from_millis(self.kafka.metadata_timeout_ms)
-    }
-
     /// The topics every source with an events list publishes to, sorted, each once: they must
     /// exist before the relay serves (sources without a list find theirs per request).
     pub fn required_topics(&self) -> Vec<String> {
@@ -166,12 +149,12 @@ fn check_server(
             "must differ from server.listen: the admin endpoints must not share the ingress port",
         );
     }
-    for (key, value) in [
-        ("server.max_body_bytes", server.max_body_bytes as u64),
-        ("server.max_json_depth", server.max_json_depth as u64),
-        ("server.body_timeout_ms", server.body_timeout_ms),
+    for (key, zero) in [
+        ("server.max_body_bytes", server.max_body_bytes == 0),
+        ("server.max_json_depth", server.max_json_depth == 0),
+        ("server.body_timeout_ms", server.body_timeout_ms.is_zero()),
     ] {
-        if value == 0 {
+        if zero {
             errors.push(key, "must be greater than 0");
         }
     }
@@ -204,7 +187,7 @@ fn check_kafka(kafka: &KafkaSettings, errors: &mut ConfigErrors) {
 /// `[delivery]`, and the sources that need its dead-letter topic.
 fn check_delivery(settings: &Settings, errors: &mut ConfigErrors) {
     let delivery = &settings.delivery;
-    if delivery.broker_timeout_ms == 0 {
+    if delivery.broker_timeout_ms.is_zero() {
         errors.push("delivery.broker_timeout_ms", "must be greater than 0");
     }
     if let Some(topic) = &delivery.dead_letter_topic {

@@ -152,16 +152,16 @@ impl Live {
             .collect();
         Live {
             sources,
-            body_timeout: config.body_timeout(),
+            body_timeout: config.server.body_timeout_ms,
             max_json_depth: config.server.max_json_depth,
             max_record_bytes: config.max_record_bytes(),
             dead_letter_topic: config.delivery.dead_letter_topic.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
-            broker_timeout: config.broker_timeout(),
+            broker_timeout: config.delivery.broker_timeout_ms,
             create_topics: config.kafka.create_topics.then_some((
                 config.kafka.topic_partitions,
                 config.kafka.topic_replication,
-                config.metadata_timeout(),
+                config.kafka.metadata_timeout_ms,
             )),
         }
     }

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,22 @@ mod errors;
 
 pub use auth::*;
 pub use errors::{ConfigError, ConfigErrors};
+
+/// `*_ms` keys: milliseconds in the file (the unit is in the name), a [`Duration`] from the
+/// moment the file is read.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
+    }
+}
 
 /// What happens to a body that fails its schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -56,9 +73,11 @@ pub struct ServerSettings {
     /// Largest accepted request body; a source may lower or raise it.
     pub max_body_bytes: usize,
     /// Time allowed from the request head to the last body byte.
-    pub body_timeout_ms: u64,
+    #[serde(with = "millis")]
+    pub body_timeout_ms: Duration,
     /// Time allowed for in-flight requests and the producer flush at shutdown.
-    pub shutdown_timeout_ms: u64,
+    #[serde(with = "millis")]
+    pub shutdown_timeout_ms: Duration,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
     /// Deepest nesting of arrays and objects accepted in a JSON body.
@@ -88,8 +107,8 @@ impl Default for ServerSettings {
             // What fits a Kafka record under librdkafka's default message.max.bytes (1 000 000)
             // with room for its key and headers.
             max_body_bytes: 960 * 1024,
-            body_timeout_ms: 10_000,
-            shutdown_timeout_ms: 10_000,
+            body_timeout_ms: Duration::from_millis(10_000),
+            shutdown_timeout_ms: Duration::from_millis(10_000),
             workers: 0,
             max_json_depth: 127,
             trusted_proxies: Vec::new(),
@@ -113,7 +132,8 @@ pub struct KafkaSettings {
     /// Replication factor of topics created by the relay.
     pub topic_replication: i32,
     /// How long to wait for cluster metadata at start and on each readiness probe of Kafka.
-    pub metadata_timeout_ms: u64,
+    #[serde(with = "millis")]
+    pub metadata_timeout_ms: Duration,
     /// librdkafka properties, applied after hookrelay's own (so they win).
     pub options: BTreeMap<String, String>,
 }
@@ -126,7 +146,7 @@ impl Default for KafkaSettings {
             create_topics: false,
             topic_partitions: 3,
             topic_replication: 1,
-            metadata_timeout_ms: 5_000,
+            metadata_timeout_ms: Duration::from_millis(5_000),
             options: BTreeMap::new(),
         }
     }
@@ -161,7 +181,8 @@ pub struct DeliverySettings {
     /// Default ack mode of every source.
     pub ack: AckMode,
     /// In `broker` mode, how long a request waits for Kafka's acknowledgement before a 503.
-    pub broker_timeout_ms: u64,
+    #[serde(with = "millis")]
+    pub broker_timeout_ms: Duration,
     /// Directory of the write-ahead spool (`ack = "spool"`).
     pub spool_dir: PathBuf,
     /// Bytes of unacknowledged records the spool may hold; beyond it, 503 `spool_full`.
@@ -177,7 +198,7 @@ impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
             ack: AckMode::Spool,
-            broker_timeout_ms: 5_000,
+            broker_timeout_ms: Duration::from_millis(5_000),
             spool_dir: PathBuf::from("data/spool"),
             spool_max_bytes: 1 << 30,
             dead_letter_topic: None,
