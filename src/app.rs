@@ -74,14 +74,6 @@ impl Application {
         );
         let topics = Arc::new(Topics::new(config.required_topics()));
         let health = health_for(&config, &metrics);
-        let source_metrics: HashMap<String, Arc<SourceMetrics>> = config
-            .sources
-            .iter()
-            .map(|source| {
-                let name = source.name.as_str();
-                (name.to_owned(), metrics.source(name))
-            })
-            .collect();
         let idempotency = Arc::new(Idempotency::new(&config));
         let spool = if config.uses_spool() {
             Some(open_spool(&config, &metrics, &idempotency)?)
@@ -92,18 +84,7 @@ impl Application {
         let spool = match spool {
             Some((spool, parts)) => {
                 health.watch_spool(spool.shared().clone());
-                let threads = parts
-                    .start_forwarder(
-                        publisher.clone(),
-                        source_metrics.clone(),
-                        metrics.forwarder_retries.clone(),
-                        metrics.spool_records_lost.clone(),
-                        DeadLetterRoute {
-                            topic: config.delivery.dead_letter_topic.clone(),
-                            total: metrics.dead_letters.clone(),
-                        },
-                    )
-                    .map_err(StartupError::Thread)?;
+                let threads = start_forwarder(&config, parts, &publisher, &metrics)?;
                 Some((spool, threads))
             }
             None => None,
@@ -302,6 +283,36 @@ fn health_for(config: &Config, metrics: &Metrics) -> Arc<Health> {
         acks(AckMode::Spool).all(|spool| spool),
         metrics.ready.clone(),
     ))
+}
+
+/// Starts the spool's forwarder, which publishes what the spool holds (what an earlier run left
+/// first) with each source's metrics.
+fn start_forwarder(
+    config: &Config,
+    parts: SpoolParts,
+    publisher: &Arc<Publisher>,
+    metrics: &Metrics,
+) -> Result<SpoolThreads, StartupError> {
+    let source_metrics: HashMap<String, Arc<SourceMetrics>> = config
+        .sources
+        .iter()
+        .map(|source| {
+            let name = source.name.as_str();
+            (name.to_owned(), metrics.source(name))
+        })
+        .collect();
+    parts
+        .start_forwarder(
+            publisher.clone(),
+            source_metrics,
+            metrics.forwarder_retries.clone(),
+            metrics.spool_records_lost.clone(),
+            DeadLetterRoute {
+                topic: config.delivery.dead_letter_topic.clone(),
+                total: metrics.dead_letters.clone(),
+            },
+        )
+        .map_err(StartupError::Thread)
 }
 
 /// Checks that the required topics exist (creating them when allowed), and reads their record
