@@ -18,14 +18,27 @@ pub enum LostCause<'a> {
 
 /// Spooled records the forwarder skipped: acknowledged webhooks the storage lost.
 pub struct RecordsLost<'a> {
+    /// The first and last sequence numbers of the stretch.
     pub from_seq: u64,
+    pub to_seq: u64,
+    /// How many of them were not yet delivered (those below the checkpoint were).
     pub count: u64,
     pub cause: LostCause<'a>,
 }
 
 impl RecordsLost<'_> {
+    /// One record, `seq`, lost.
+    pub fn one(seq: u64, cause: LostCause<'_>) -> RecordsLost<'_> {
+        RecordsLost {
+            from_seq: seq,
+            to_seq: seq,
+            count: 1,
+            cause,
+        }
+    }
+
     pub fn emit(&self, lost: &IntCounter) {
-        let (from_seq, to_seq) = (self.from_seq, self.from_seq + self.count.max(1) - 1);
+        let (from_seq, to_seq) = (self.from_seq, self.to_seq);
         match &self.cause {
             LostCause::Undecodable { version } => tracing::error!(
                 seq = from_seq,

@@ -25,7 +25,9 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::statistics::Statistics;
 use rdkafka::Message;
 use tokio::sync::oneshot;
@@ -408,6 +410,8 @@ fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
 pub struct Publisher {
     /// Replaced by [`Publisher::reset_if_broken`] when librdkafka cannot recover by itself.
     producer: RwLock<ThreadedProducer<DeliveryContext>>,
+    /// A client for cluster metadata only (it never sends a record).
+    metadata: BaseProducer<rdkafka::producer::DefaultProducerContext>,
     client_config: ClientConfig,
     state: ProducerState,
 }
@@ -449,8 +453,14 @@ impl Publisher {
             unacknowledged_memory: Arc::new(AtomicU64::new(0)),
         };
         let producer = client_config.create_with_context(state.context(0))?;
+        let metadata = client_config
+            .clone()
+            .set("enable.idempotence", "false")
+            .set("statistics.interval.ms", "0")
+            .create()?;
         Ok(Publisher {
             producer: RwLock::new(producer),
+            metadata,
             client_config,
             state,
         })
@@ -719,7 +729,9 @@ impl Publisher {
 
     /// The names of the cluster's topics. Blocking, at most `timeout`.
     pub fn topic_names(&self, timeout: Duration) -> Result<HashSet<String>, KafkaError> {
-        let metadata = self.producer().client().fetch_metadata(None, timeout)?;
+        // Its own client: a metadata request may take the whole timeout, and holding the
+        // producer's lock that long would keep a broken producer from being replaced.
+        let metadata = self.metadata.client().fetch_metadata(None, timeout)?;
         Ok(metadata
             .topics()
             .iter()

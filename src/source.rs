@@ -99,8 +99,8 @@ enum TopicPart {
 impl TopicTemplate {
     pub fn parse(template: &str) -> Result<TopicTemplate, String> {
         let mut parts = Vec::new();
-        for piece in crate::template::pieces(template)? {
-            parts.push(match piece {
+        for piece in crate::template::pieces(template) {
+            parts.push(match piece? {
                 Piece::Placeholder("source") => TopicPart::Source,
                 Piece::Placeholder("event") => TopicPart::Event,
                 Piece::Placeholder(other) => {

@@ -40,6 +40,7 @@ impl TailRecord {
 
 pub struct Tail {
     consumer: BaseConsumer,
+    topic: String,
 }
 
 /// Why a topic cannot be read.
@@ -53,8 +54,8 @@ pub enum TailError {
     NoTopic(String),
     #[error("cannot assign {0}: {1}")]
     Assign(String, #[source] KafkaError),
-    #[error("cannot read a record: {0}")]
-    Read(#[source] KafkaError),
+    #[error("cannot read {0}: {1}")]
+    Read(String, #[source] KafkaError),
 }
 
 impl Tail {
@@ -107,14 +108,17 @@ impl Tail {
         consumer
             .assign(&assignment)
             .map_err(|error| TailError::Assign(topic.to_owned(), error))?;
-        Ok(Tail { consumer })
+        Ok(Tail {
+            consumer,
+            topic: topic.to_owned(),
+        })
     }
 
     /// The next record, waiting at most `timeout`.
     pub fn next(&self, timeout: Duration) -> Result<Option<TailRecord>, TailError> {
         match self.consumer.poll(timeout) {
             None => Ok(None),
-            Some(Err(error)) => Err(TailError::Read(error)),
+            Some(Err(error)) => Err(TailError::Read(self.topic.clone(), error)),
             Some(Ok(message)) => Ok(Some(TailRecord {
                 partition: message.partition(),
                 offset: message.offset(),
@@ -153,7 +157,7 @@ pub fn count<'a>(
     let mut last = Instant::now();
     while last.elapsed() < idle {
         if let Some(message) = tail.consumer.poll(Duration::from_millis(100)) {
-            message.map_err(TailError::Read)?;
+            message.map_err(|error| TailError::Read(topic.to_owned(), error))?;
             total += 1;
             last = Instant::now();
         }

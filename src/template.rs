@@ -9,25 +9,47 @@ pub enum Piece<'a> {
     Placeholder(&'a str),
 }
 
-/// The pieces of `template`, in order; an opening brace without its closing one is an error.
-pub fn pieces(template: &str) -> Result<Vec<Piece<'_>>, String> {
-    let mut pieces = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        if start > 0 {
-            pieces.push(Piece::Literal(&rest[..start]));
+/// The pieces of `template`, in order, read as they are asked for, so that a parser reports the
+/// first problem in the text: an opening brace without its closing one ends it with an error.
+pub fn pieces(template: &str) -> Pieces<'_> {
+    Pieces {
+        template,
+        rest: template,
+    }
+}
+
+/// The iterator of [`pieces`].
+pub struct Pieces<'a> {
+    template: &'a str,
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = Result<Piece<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.rest;
+        if rest.is_empty() {
+            return None;
         }
-        let end = rest[start..]
-            .find('}')
-            .map(|end| start + end)
-            .ok_or_else(|| format!("unclosed placeholder in {template:?}"))?;
-        pieces.push(Piece::Placeholder(&rest[start + 1..end]));
-        rest = &rest[end + 1..];
+        match rest.find('{') {
+            Some(0) => match rest.find('}') {
+                Some(end) => {
+                    self.rest = &rest[end + 1..];
+                    Some(Ok(Piece::Placeholder(&rest[1..end])))
+                }
+                None => {
+                    self.rest = "";
+                    Some(Err(format!("unclosed placeholder in {:?}", self.template)))
+                }
+            },
+            found => {
+                let end = found.unwrap_or(rest.len());
+                self.rest = &rest[end..];
+                Some(Ok(Piece::Literal(&rest[..end])))
+            }
+        }
     }
-    if !rest.is_empty() {
-        pieces.push(Piece::Literal(rest));
-    }
-    Ok(pieces)
 }
 
 #[cfg(test)]
@@ -36,8 +58,9 @@ mod tests {
 
     #[test]
     fn literals_and_placeholders_alternate_as_written() {
+        let all = |template| pieces(template).collect::<Result<Vec<_>, _>>();
         assert_eq!(
-            pieces("v0:{timestamp}:{body}").unwrap(),
+            all("v0:{timestamp}:{body}").unwrap(),
             [
                 Piece::Literal("v0:"),
                 Piece::Placeholder("timestamp"),
@@ -45,10 +68,13 @@ mod tests {
                 Piece::Placeholder("body"),
             ]
         );
-        assert_eq!(pieces("").unwrap(), []);
-        assert_eq!(
-            pieces("a{b").unwrap_err(),
-            "unclosed placeholder in \"a{b\""
-        );
+        assert_eq!(all("").unwrap(), []);
+        assert_eq!(all("a{b").unwrap_err(), "unclosed placeholder in \"a{b\"");
+        // Read in order: what comes before an unclosed brace is seen first.
+        let mut read = pieces("a{b}{c");
+        assert_eq!(read.next(), Some(Ok(Piece::Literal("a"))));
+        assert_eq!(read.next(), Some(Ok(Piece::Placeholder("b"))));
+        assert!(matches!(read.next(), Some(Err(_))));
+        assert_eq!(read.next(), None);
     }
 }

@@ -28,8 +28,8 @@ pub struct SignedContent(Vec<Part>);
 impl SignedContent {
     pub fn parse(template: &str) -> Result<SignedContent, String> {
         let mut parts = Vec::new();
-        for piece in crate::template::pieces(template)? {
-            parts.push(match piece {
+        for piece in crate::template::pieces(template) {
+            parts.push(match piece? {
                 Piece::Literal(literal) => Part::Literal(literal.as_bytes().to_vec()),
                 Piece::Placeholder("body") => Part::Body,
                 Piece::Placeholder("timestamp") => Part::Timestamp,

@@ -85,7 +85,6 @@ pub fn any_matches(
     matched.into()
 }
 
-/// Seconds since the Unix epoch.
 /// A credential header's value as text, trimmed: `MissingSignature` when it is absent,
 /// `InvalidSignature` when it is not text.
 pub fn header_text(value: Option<&HeaderValue>) -> Result<&str, AuthError> {
@@ -104,6 +103,7 @@ pub fn required_header(value: Option<&HeaderValue>) -> Result<&str, AuthError> {
     }
 }
 
+/// Seconds since the Unix epoch.
 pub fn unix_seconds(now: SystemTime) -> i64 {
     match now.duration_since(UNIX_EPOCH) {
         Ok(elapsed) => i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX),

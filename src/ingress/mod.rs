@@ -750,7 +750,7 @@ async fn ensure_topic(ingress: &Ingress, live: &Live, topic: &str) -> Result<(),
             Ok(())
         }
         Err(error) => {
-            tracing::warn!(topic, %error, "could not create topic for a new event type");
+            tracing::warn!(topic, reason = %error, "could not create topic for a new event type");
             Err(Rejection::KafkaUnavailable {
                 retry_after: ingress.publisher.retry_after_secs(),
             })

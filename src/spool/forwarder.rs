@@ -316,14 +316,8 @@ impl Forwarder {
             let (location, seq, size) = (frame.location, frame.seq, frame.size);
             let Some(record) = codec::decode_ref(&frame.payload) else {
                 // Intact (its CRC matches) but not in a format this binary knows: lost to it.
-                RecordsLost {
-                    from_seq: seq,
-                    count: 1,
-                    cause: LostCause::Undecodable {
-                        version: frame.payload.first().copied(),
-                    },
-                }
-                .emit(&self.lost);
+                let version = frame.payload.first().copied();
+                RecordsLost::one(seq, LostCause::Undecodable { version }).emit(&self.lost);
                 self.window.push_back(InFlight {
                     seq,
                     location,
@@ -394,12 +388,7 @@ impl Forwarder {
             let payload = match self.reader.read_at(location, seq) {
                 Ok(Some(payload)) => payload,
                 Ok(None) => {
-                    RecordsLost {
-                        from_seq: seq,
-                        count: 1,
-                        cause: LostCause::Unreadable,
-                    }
-                    .emit(&self.lost);
+                    RecordsLost::one(seq, LostCause::Unreadable).emit(&self.lost);
                     self.window[index].state = State::Delivered;
                     continue;
                 }
@@ -410,14 +399,8 @@ impl Forwarder {
                 }
             };
             let Some(record) = codec::decode_ref(&payload) else {
-                RecordsLost {
-                    from_seq: seq,
-                    count: 1,
-                    cause: LostCause::Undecodable {
-                        version: payload.first().copied(),
-                    },
-                }
-                .emit(&self.lost);
+                let version = payload.first().copied();
+                RecordsLost::one(seq, LostCause::Undecodable { version }).emit(&self.lost);
                 self.window[index].state = State::Delivered;
                 continue;
             };
@@ -499,6 +482,7 @@ impl Forwarder {
         let from = self.reader.next_seq.max(self.checkpoint);
         RecordsLost {
             from_seq: from,
+            to_seq: resume - 1,
             count: resume.saturating_sub(from),
             cause: LostCause::Corrupt { segment: &segment },
         }
