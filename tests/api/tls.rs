@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::{read_records, sample, spawn_app_with, Options, TOKEN};
+use crate::helpers::{read_records, sample, spawn_app_with, Options, TestApp, TOKEN};
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, with its key, as PEM.
 struct Identity {
@@ -47,6 +47,21 @@ fn install(dir: &Path, identity: &Identity) -> (PathBuf, PathBuf) {
     std::fs::write(&cert, &identity.cert).unwrap();
     std::fs::write(&key, &identity.key).unwrap();
     (cert, key)
+}
+
+/// A relay serving HTTPS with `identity`, whose files are in `dir` (returned: to replace them).
+async fn spawn_https_app(dir: &Path, identity: &Identity) -> (TestApp, PathBuf, PathBuf) {
+    let (cert, key) = install(dir, identity);
+    let app = spawn_app_with(Options {
+        server_extra: format!(
+            "tls = {{ cert = \"file:{}\", key = \"file:{}\" }}",
+            cert.display(),
+            key.display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    (app, cert, key)
 }
 
 /// A client that trusts exactly the given certificates and reports the one it was served.
@@ -102,16 +117,7 @@ async fn events_sent_over_https_reach_kafka_and_a_renewed_certificate_serves_new
     let files = tempfile::tempdir().unwrap();
     let renewed_until = now() + 90 * 86_400;
     let (first, second) = (new_identity(), identity_expiring(Some(renewed_until)));
-    let (cert, key) = install(files.path(), &first);
-    let app = spawn_app_with(Options {
-        server_extra: format!(
-            "tls = {{ cert = \"file:{}\", key = \"file:{}\" }}",
-            cert.display(),
-            key.display()
-        ),
-        ..Options::default()
-    })
-    .await;
+    let (app, cert, key) = spawn_https_app(files.path(), &first).await;
     let port = app.socket_address().port();
     let url =
         |event: &str| format!("https://localhost:{port}/hooks/tagmango/{event}?token={TOKEN}");
@@ -312,16 +318,7 @@ auth = {{ type = "none" }}
 async fn idle_connections_on_the_https_port_do_not_keep_senders_out() {
     let files = tempfile::tempdir().unwrap();
     let identity = new_identity();
-    let (cert, key) = install(files.path(), &identity);
-    let app = spawn_app_with(Options {
-        server_extra: format!(
-            "tls = {{ cert = \"file:{}\", key = \"file:{}\" }}",
-            cert.display(),
-            key.display()
-        ),
-        ..Options::default()
-    })
-    .await;
+    let (app, _, _) = spawn_https_app(files.path(), &identity).await;
     let address = app.socket_address();
     let url = format!(
         "https://localhost:{}/hooks/tagmango/course.completed.50?token={TOKEN}",
