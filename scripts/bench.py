@@ -1,5 +1,10 @@
 """The benchmark behind scripts/bench (run that, not this: it installs and builds first).
 
+After the servers, a backlog phase (--backlog N, default 500 000, 0 skips it): the broker is
+paused (SIGSTOP) while N records are spooled, then resumed; it reports how fast the forwarder
+empties the spool against memory mode's peak, and the latency of live traffic at half the spool's
+peak meanwhile.
+
 For the bare server and the relay in each ack mode it measures, in one run on this machine:
 phase 1, the maximum throughput with keep-alive connections for a fixed duration (requests/s,
 latency quantiles, errors, the server's CPU seconds per 1 000 requests and peak RSS from /proc);
@@ -261,6 +266,70 @@ def run_target(name, args, brokers):
     return row
 
 
+def oha_count(url, total, connections):
+    """Posts `total` requests as fast as they are answered; returns oha's summary."""
+    command = [
+        "oha", "--no-tui", "--output-format", "json", "-n", str(total), "-c", str(connections),
+        "-m", "POST", "-H", "content-type: application/json", "-D", SAMPLE, "--insecure", url,
+    ]
+    report = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    statuses = {int(k): v for k, v in report.get("statusCodeDistribution", {}).items()}
+    return {"ok": statuses.get(200, 0), "total": sum(statuses.values()),
+            "rps": report["summary"]["requestsPerSec"]}
+
+
+def run_backlog(args, brokers, broker, live_rate):
+    """The backlog phase: with the broker paused (SIGSTOP), spool `args.backlog` records; resume
+    it and measure how fast the forwarder empties the spool, and the latency of live traffic at
+    `live_rate` requests/s meanwhile."""
+    port, admin_port = free_port(), free_port()
+    workdir = tempfile.mkdtemp(prefix="hookrelay-bench-backlog-", dir=args.spool_dir)
+    prefix = f"bench{int(time.time())}backlog"
+    config = os.path.join(ROOT, "config/hookrelay.toml")
+    env = relay_env("spool", brokers, port, admin_port, os.path.join(workdir, "spool"), prefix)
+    env["HOOKRELAY__DELIVERY__SPOOL_MAX_BYTES"] = str(4 << 30)
+    log = open(os.path.join(workdir, "relay.log"), "w")
+    process = subprocess.Popen([RELAY, "serve", "--config", config], env=env, stdout=log, stderr=log)
+    wait_port(port)
+    url = f"http://127.0.0.1:{port}/hooks/tagmango/course.completed.50?token={TOKEN}"
+    oha(url, 2, args.connections)  # warm-up, and the topic's metadata while Kafka is there
+    while (metric(admin_port, "hookrelay_spool_records") or 0) > 0:
+        time.sleep(0.2)
+    broker.send_signal(signal.SIGSTOP)
+    try:
+        filled = oha_count(url, args.backlog, args.connections)
+        backlog = metric(admin_port, "hookrelay_spool_records") or 0
+    finally:
+        broker.send_signal(signal.SIGCONT)
+    started = time.time()
+    live = subprocess.Popen(
+        ["oha", "--no-tui", "--output-format", "json", "-z", f"{args.duration}s", "-c", str(args.connections),
+         "-q", str(int(live_rate)), "--latency-correction", "-m", "POST",
+         "-H", "content-type: application/json", "-D", SAMPLE, url],
+        stdout=subprocess.PIPE, text=True,
+    )
+    # Drained when what is left is what live traffic keeps in flight (appended, not yet acknowledged).
+    settled = max(2000, live_rate / 5)
+    deadline = started + 600
+    while time.time() < deadline and (metric(admin_port, "hookrelay_spool_records") or 0) > settled:
+        time.sleep(0.1)
+    drained = time.time() - started
+    live_report = json.loads(live.communicate()[0])
+    rss = peak_rss_mib(process.pid)
+    accepted = int(metric(admin_port, 'hookrelay_events_accepted_total{source="tagmango"}') or 0)
+    exit_code = stop(process)
+    delivered = topic_count(config, env, f"{prefix}.tagmango.course.completed.50")
+    shutil.rmtree(workdir, ignore_errors=True)
+    percentiles = live_report.get("latencyPercentiles", {})
+    return {
+        "backlog": int(backlog), "fill_rps": filled["rps"], "drain_secs": drained,
+        "drain_rps": backlog / drained if drained > 0 else 0.0, "live_rate": live_rate,
+        "live_p50": percentiles.get("p50", 0) * 1000, "live_p99": percentiles.get("p99", 0) * 1000,
+        "rss": rss, "lossless": delivered >= accepted and exit_code == 0,
+        "delivered": f"{delivered} in Kafka, {accepted} accepted",
+    }
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
@@ -268,6 +337,8 @@ def main():
     parser.add_argument("--broker-connections", type=int, default=256)
     parser.add_argument("--targets", default="bare,memory,spool,broker,bare-tls,spool-tls",
                         help="servers to load; NAME-tls is NAME over HTTPS, compared with bare-tls")
+    parser.add_argument("--backlog", type=int, default=500_000,
+                        help="records for the backlog phase (broker paused, then resumed); 0 skips it")
     parser.add_argument("--spool-dir", default=None,
                         help="directory for the spool (default: the system's temporary directory)")
     args = parser.parse_args()
@@ -286,6 +357,13 @@ def main():
         for name in args.targets.split(","):
             print(f"==> {name}", file=sys.stderr)
             rows.append(run_target(name, args, f"127.0.0.1:{broker_port}"))
+        backlog = None
+        if args.backlog:
+            print(f"==> backlog of {args.backlog}", file=sys.stderr)
+            # Live traffic at half the spool's peak (the mode it exercises), else memory mode's.
+            peak = next((row for name in ("spool", "memory") for row in rows if row["name"] == name), None)
+            live_rate = 0.5 * (peak["rps"] if peak else 10_000)
+            backlog = run_backlog(args, f"127.0.0.1:{broker_port}", broker, live_rate)
     finally:
         broker.kill()
         broker.wait()
@@ -321,12 +399,21 @@ def main():
             over5, over25 = row["slow_fsyncs"]
             lines += ["", f"Spool group commits (write + fdatasync) slower than 5 ms during the 50 % load phase: "
                           f"{over5:.0f}, slower than 25 ms: {over25:.0f} (spool in {args.spool_dir or tempfile.gettempdir()})."]
+    if backlog:
+        memory = next((row for row in rows if row["name"] == "memory"), None)
+        versus = (f" ({backlog['drain_rps'] / memory['rps']:.2f} × memory mode's peak)" if memory else "")
+        lines += ["", f"Backlog: {backlog['backlog']} records spooled with the broker paused "
+                      f"(at {backlog['fill_rps']:.0f}/s); after it resumed the spool was empty in "
+                      f"{backlog['drain_secs']:.1f} s: {backlog['drain_rps']:.0f} records/s{versus}; "
+                      f"live traffic at {backlog['live_rate']:.0f}/s meanwhile: p50 {backlog['live_p50']:.2f} ms, "
+                      f"p99 {backlog['live_p99']:.2f} ms; peak RSS {backlog['rss']:.1f} MiB; "
+                      f"{'no loss' if backlog['lossless'] else '**LOSS**'} ({backlog['delivered']})."]
     table = "\n".join(lines)
     os.makedirs(os.path.join(ROOT, "target/bench"), exist_ok=True)
     with open(os.path.join(ROOT, "target/bench/results.md"), "w") as f:
         f.write(table + "\n")
     print(table)
-    if not all(row.get("lossless", True) for row in rows):
+    if not all(row.get("lossless", True) for row in rows) or (backlog and not backlog["lossless"]):
         sys.exit(1)
 
 
