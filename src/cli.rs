@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{self, Application};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::register;
+use crate::register::{self, shell_quote};
 use crate::tail::{self, StartAt, Tail};
 use crate::telemetry;
 
@@ -363,11 +363,6 @@ fn sign(
     ));
     println!("{command}");
     ExitCode::SUCCESS
-}
-
-/// Single-quotes `text` for a POSIX shell.
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {

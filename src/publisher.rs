@@ -25,9 +25,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::Message;
 use tokio::sync::oneshot;
@@ -410,8 +408,9 @@ fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
 pub struct Publisher {
     /// Replaced by [`Publisher::reset_if_broken`] when librdkafka cannot recover by itself.
     producer: RwLock<ThreadedProducer<DeliveryContext>>,
-    /// A client for cluster metadata only (it never sends a record).
-    metadata: BaseProducer<rdkafka::producer::DefaultProducerContext>,
+    /// A client for cluster metadata only (it never sends a record). Threaded: its events (broker
+    /// errors while Kafka is away) are served by its own poll thread, not left to pile up.
+    metadata: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
     client_config: ClientConfig,
     state: ProducerState,
 }
