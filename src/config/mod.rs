@@ -143,7 +143,8 @@ fn check_server(
     server: &ServerSettings,
     errors: &mut ConfigErrors,
 ) -> (IpRanges, Option<std::sync::Arc<rustls::sign::CertifiedKey>>) {
-    if server.listen == server.admin_listen {
+    // Port 0 on both is two ports the system chooses, never the same one.
+    if server.listen == server.admin_listen && server.listen.port() != 0 {
         errors.push(
             "server.admin_listen",
             "must differ from server.listen: the admin endpoints must not share the ingress port",

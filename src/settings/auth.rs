@@ -3,10 +3,10 @@
 //! Every table denies unknown keys; [`crate::auth::Authenticator::from_settings`] checks the
 //! values.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `auth = { type = ..., ... }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum AuthSettings {
     /// A shared token in the query string or a header.
@@ -30,14 +30,14 @@ pub enum AuthSettings {
 }
 
 /// Where a token is carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenLocation {
     Query,
     Header,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenAuthSettings {
     /// `query` or `header`.
@@ -49,7 +49,7 @@ pub struct TokenAuthSettings {
     pub secrets: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthSettings {
     /// The expected user name (not a secret).
@@ -58,7 +58,7 @@ pub struct BasicAuthSettings {
     pub secrets: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoAuthSettings {}
 
@@ -77,7 +77,7 @@ pub enum Encoding {
     Base64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HmacAuthSettings {
     /// The header carrying the signature.
@@ -106,7 +106,7 @@ pub struct HmacAuthSettings {
 }
 
 /// The settings of a sender preset: only the secrets and the timestamp tolerance vary.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PresetAuthSettings {
     /// Accepted signing secrets (several during a rotation), each `env:NAME` or `file:/path`.

@@ -244,7 +244,6 @@ pub struct SourceSettings {
     #[serde(default)]
     pub events: Option<Vec<String>>,
     /// How the sender proves who it is. Required: `type = "none"` must be written out.
-    #[serde(skip_serializing)]
     pub auth: AuthSettings,
     /// Which body fields make the event id when the sender sends no id of its own.
     #[serde(default)]
@@ -300,6 +299,34 @@ pub struct SourceSettings {
     /// API). Only that command reads it; the relay itself never calls the sender.
     #[serde(default)]
     pub register: Option<RegisterSettings>,
+}
+
+impl SourceSettings {
+    /// A source authenticated by `auth`, every other key at its default (as the smallest valid
+    /// `[sources.NAME]` table with only `auth` written).
+    pub fn new(auth: AuthSettings) -> SourceSettings {
+        SourceSettings {
+            topic: default_topic(),
+            events: None,
+            auth,
+            idempotency: None,
+            key: None,
+            ack: None,
+            content_types: default_content_types(),
+            success_status: default_success_status(),
+            max_body_bytes: None,
+            rate_limit: None,
+            event_id_from: None,
+            event_from: None,
+            forward_headers: Vec::new(),
+            allow_ips: None,
+            schema: None,
+            schema_mode: None,
+            dead_letter_refused: false,
+            samples: None,
+            register: None,
+        }
+    }
 }
 
 /// `[sources.NAME.register]`: where and with which key `hookrelay register` subscribes the relay.
@@ -362,6 +389,18 @@ pub struct IdempotencySettings {
     /// that match none use `fields` and `ttl_secs` above.
     #[serde(default)]
     pub events: BTreeMap<String, EventIdentitySettings>,
+}
+
+impl IdempotencySettings {
+    /// An identity made of `fields`, with the default window and capacity.
+    pub fn new(fields: &[&str]) -> IdempotencySettings {
+        IdempotencySettings {
+            fields: fields.iter().map(|field| (*field).to_owned()).collect(),
+            ttl_secs: default_ttl_secs(),
+            max_entries: default_max_entries(),
+            events: BTreeMap::new(),
+        }
+    }
 }
 
 /// `events."order.*" = { fields = ["/orderId"], ttl_secs = N }`.

@@ -8,8 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use hmac::{KeyInit, Mac};
 
+use hookrelay::settings::{
+    default_tolerance_secs, AuthSettings, BasicAuthSettings, HmacAuthSettings, PresetAuthSettings,
+    SourceSettings,
+};
+
 use crate::helpers::{
-    assert_problem, read_records, spawn_app_with, unique_prefix, Options, TestApp,
+    assert_problem, read_records, spawn_from_config, unique_prefix, Options, TestApp, TestConfig,
 };
 
 const OLD_SECRET: &str = "old-signing-secret";
@@ -77,27 +82,35 @@ impl Sender {
         }
     }
 
-    fn auth(self, dir: &std::path::Path) -> String {
+    fn auth(self, dir: &std::path::Path) -> AuthSettings {
         let (old, new) = match self {
             Sender::StandardWebhooks => (OLD_WHSEC, NEW_WHSEC),
             _ => (OLD_SECRET, NEW_SECRET),
         };
-        let secrets = format!(
-            "[\"{}\", \"{}\"]",
+        let secrets = vec![
             secret_file(dir, &format!("{}-old", self.source()), old),
-            secret_file(dir, &format!("{}-new", self.source()), new)
-        );
+            secret_file(dir, &format!("{}-new", self.source()), new),
+        ];
+        let preset = PresetAuthSettings {
+            secrets: secrets.clone(),
+            tolerance_secs: default_tolerance_secs(),
+        };
         match self {
-            Sender::Github => format!(r#"{{ type = "github", secrets = {secrets} }}"#),
-            Sender::Shopify => format!(r#"{{ type = "shopify", secrets = {secrets} }}"#),
-            Sender::Slack => format!(r#"{{ type = "slack", secrets = {secrets} }}"#),
-            Sender::Stripe => format!(r#"{{ type = "stripe", secrets = {secrets} }}"#),
-            Sender::StandardWebhooks => {
-                format!(r#"{{ type = "standard-webhooks", secrets = {secrets} }}"#)
-            }
-            Sender::Hmac => format!(
-                r#"{{ type = "hmac", header = "x-signature", algorithm = "sha512", encoding = "base64", prefix = "sig=", signed = "{{timestamp}}.{{body}}", timestamp_header = "x-timestamp", secrets = {secrets} }}"#
-            ),
+            Sender::Github => AuthSettings::Github(preset),
+            Sender::Shopify => AuthSettings::Shopify(preset),
+            Sender::Slack => AuthSettings::Slack(preset),
+            Sender::Stripe => AuthSettings::Stripe(preset),
+            Sender::StandardWebhooks => AuthSettings::StandardWebhooks(preset),
+            Sender::Hmac => AuthSettings::Hmac(HmacAuthSettings {
+                header: "x-signature".to_owned(),
+                algorithm: "sha512".to_owned(),
+                encoding: "base64".to_owned(),
+                prefix: "sig=".to_owned(),
+                signed: "{timestamp}.{body}".to_owned(),
+                timestamp_header: Some("x-timestamp".to_owned()),
+                tolerance_secs: default_tolerance_secs(),
+                secrets,
+            }),
         }
     }
 
@@ -112,13 +125,21 @@ impl Sender {
         }
     }
 
-    /// Per-source configuration besides `auth`.
-    fn extra(self) -> &'static str {
+    /// The source of this sender: its auth and what its test requests need besides.
+    fn settings(self, dir: &std::path::Path, prefix: &str) -> SourceSettings {
+        let mut source = SourceSettings::new(self.auth(dir));
+        source.topic = format!("{prefix}.{{source}}");
         match self {
-            Sender::Github => r#"forward_headers = ["X-GitHub-Event", "x-trace-id"]"#,
-            Sender::Hmac => "event_from = \"/type\"\nevent_id_from = \"header:x-trace-id\"",
-            _ => "",
+            Sender::Github => {
+                source.forward_headers = vec!["X-GitHub-Event".to_owned(), "x-trace-id".to_owned()]
+            }
+            Sender::Hmac => {
+                source.event_from = Some("/type".to_owned());
+                source.event_id_from = Some("header:x-trace-id".to_owned());
+            }
+            _ => {}
         }
+        source
     }
 
     /// The `ce_id` and `ce_type` each sender's test request gets (see [`BODY`]).
@@ -258,28 +279,33 @@ pub struct SignedRelay {
     _secrets: tempfile::TempDir,
 }
 
-pub async fn spawn_signed_relay(extra_per_source: &str) -> SignedRelay {
+pub async fn spawn_signed_relay() -> SignedRelay {
+    spawn_signed_relay_with(|_| {}).await
+}
+
+/// [`spawn_signed_relay`] with `edit` applied to each source.
+pub async fn spawn_signed_relay_with(edit: impl Fn(&mut SourceSettings)) -> SignedRelay {
     let secrets = tempfile::tempdir().unwrap();
     let prefix = unique_prefix();
-    let mut extra = String::new();
+    let mut config = TestConfig::new(&Options::default());
+    let mut sources = Vec::new();
     for sender in SENDERS {
-        extra.push_str(&format!(
-            "\n[sources.{source}]\ntopic = \"{prefix}.{{source}}\"\nauth = {auth}\n{extra}\n{extra_per_source}\n",
-            source = sender.source(),
-            extra = sender.extra(),
-            auth = sender.auth(secrets.path()),
-        ));
+        sources.push((sender.source(), sender.settings(secrets.path(), &prefix)));
     }
-    extra.push_str(&format!(
-        "\n[sources.basic]\ntopic = \"{prefix}.{{source}}\"\nauth = {{ type = \"basic\", user = \"{BASIC_USER}\", secrets = [\"{old}\", \"{new}\"] }}\n",
-        old = secret_file(secrets.path(), "basic-old", OLD_SECRET),
-        new = secret_file(secrets.path(), "basic-new", NEW_SECRET),
-    ));
-    let app = spawn_app_with(Options {
-        extra,
-        ..Options::default()
-    })
-    .await;
+    let mut basic = SourceSettings::new(AuthSettings::Basic(BasicAuthSettings {
+        user: BASIC_USER.to_owned(),
+        secrets: vec![
+            secret_file(secrets.path(), "basic-old", OLD_SECRET),
+            secret_file(secrets.path(), "basic-new", NEW_SECRET),
+        ],
+    }));
+    basic.topic = format!("{prefix}.{{source}}");
+    sources.push(("basic", basic));
+    for (name, mut source) in sources {
+        edit(&mut source);
+        config.settings.sources.insert(name.to_owned(), source);
+    }
+    let app = spawn_from_config(config).await;
     SignedRelay {
         app,
         prefix,
@@ -325,7 +351,7 @@ fn replace_header(headers: &mut [(String, String)], name: &str, value: String) {
 
 #[tokio::test]
 async fn each_sender_signed_as_documented_is_published_with_its_auth_method() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     for sender in SENDERS {
         let response = relay
             .post(sender.source(), &sender.headers(BODY, now()), BODY)
@@ -364,7 +390,7 @@ async fn each_sender_signed_as_documented_is_published_with_its_auth_method() {
 
 #[tokio::test]
 async fn a_changed_body_byte_is_refused_as_invalid_signature() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     for sender in SENDERS {
         let headers = sender.headers(BODY, now());
         let mut tampered = BODY.to_vec();
@@ -377,7 +403,7 @@ async fn a_changed_body_byte_is_refused_as_invalid_signature() {
 
 #[tokio::test]
 async fn truncated_emptied_overlong_or_misencoded_signatures_are_refused() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     for sender in SENDERS {
         let good = sender.headers(BODY, now());
         let value = good[0].1.clone();
@@ -421,7 +447,7 @@ async fn truncated_emptied_overlong_or_misencoded_signatures_are_refused() {
 
 #[tokio::test]
 async fn an_unknown_signature_version_is_refused() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     for sender in SENDERS {
         let good = sender.headers(BODY, now());
         let value = &good[0].1;
@@ -442,7 +468,7 @@ async fn an_unknown_signature_version_is_refused() {
 
 #[tokio::test]
 async fn timestamps_301_seconds_old_or_ahead_are_stale() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     for sender in SENDERS.iter().filter(|sender| sender.signs_timestamp()) {
         for offset in [-301, 301] {
             let headers = sender.headers(BODY, now() + offset);
@@ -461,7 +487,7 @@ async fn timestamps_301_seconds_old_or_ahead_are_stale() {
 
 #[tokio::test]
 async fn either_configured_secret_is_accepted_during_a_rotation() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     for sender in SENDERS {
         for new in [false, true] {
             let headers = sender.headers_with(&[&sender.secret(new)], BODY, now(), "msg_rot");
@@ -476,7 +502,7 @@ async fn either_configured_secret_is_accepted_during_a_rotation() {
 
 #[tokio::test]
 async fn a_header_listing_an_unknown_and_a_configured_signature_passes() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     for sender in [Sender::Stripe, Sender::StandardWebhooks] {
         for configured in [sender.secret(false), sender.secret(true)] {
             let headers =
@@ -489,7 +515,7 @@ async fn a_header_listing_an_unknown_and_a_configured_signature_passes() {
 
 #[tokio::test]
 async fn basic_auth_accepts_either_password_and_refuses_others() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     let basic = |user: &str, password: &str| {
         vec![(
             "authorization".to_owned(),
@@ -526,7 +552,7 @@ async fn basic_auth_accepts_either_password_and_refuses_others() {
 
 #[tokio::test]
 async fn each_sender_s_own_event_id_and_type_reach_the_record() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     for sender in SENDERS {
         let mut headers = sender.headers(BODY, now());
         headers.push(("x-trace-id".to_owned(), "trace-42".to_owned()));
@@ -551,7 +577,7 @@ async fn each_sender_s_own_event_id_and_type_reach_the_record() {
 
 #[tokio::test]
 async fn an_overlong_sender_event_type_is_refused_with_400() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     let body = format!(r#"{{"type":"{}"}}"#, "x".repeat(300)).into_bytes();
     let headers = Sender::Stripe.headers(&body, now());
     let response = relay.post("stripe", &headers, &body).await;
@@ -593,7 +619,7 @@ fn shell_words(line: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_command_printed_by_sign_is_accepted_for_every_auth_type() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     let dir = tempfile::tempdir().unwrap();
     let body_path = dir.path().join("body.json");
     std::fs::write(&body_path, crate::helpers::sample("course.completed.50")).unwrap();

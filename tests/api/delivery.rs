@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 
+use hookrelay::settings::AckMode;
+
 use crate::helpers::{
     assert_problem, post_many, read_records, spawn_app, spawn_app_with, spawn_from_config, Options,
     TestConfig, TOKEN,
@@ -166,13 +168,13 @@ async fn unreachable_kafka_at_start_makes_the_relay_not_ready_and_refuse_with_50
 #[tokio::test]
 async fn memory_mode_delivers_every_accepted_event_when_sigterm_arrives() {
     const EVENTS: usize = 1_000;
-    let config = TestConfig::new(&Options {
-        ack: "memory",
+    let mut config = TestConfig::new(&Options {
+        ack: AckMode::Memory,
         shutdown_timeout_ms: 20_000,
         ..Options::default()
     });
     // Topics are created by the relay at start (kafka.create_topics = true).
-    let (mut relay, address) = crate::helpers::start_relay_process(&config).await;
+    let (mut relay, address) = crate::helpers::start_relay_process(&mut config).await;
 
     let (mut ids, refused) = post_many(&format!("http://{address}"), EVENTS, 50).await;
     assert!(refused.is_empty(), "refused: {refused:?}");
@@ -224,8 +226,8 @@ async fn stall_then_post_in_memory_mode(stall: Duration) {
     let broker = crate::helpers::PrivateBroker::start();
     let app = spawn_app_with(Options {
         brokers: broker.address.clone(),
-        ack: "memory",
-        extra: "\n[kafka.options]\n\"message.timeout.ms\" = \"2000\"\n".to_owned(),
+        ack: AckMode::Memory,
+        kafka_options: &[("message.timeout.ms", "2000")],
         ..Options::default()
     })
     .await;

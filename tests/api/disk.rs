@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use hookrelay::settings::{AckMode, AuthSettings, NoAuthSettings, SourceSettings};
+
 use crate::helpers::{broker, read_topic, spawn_from_config, Options, TestApp, TestConfig};
 
 fn run(command: &str, args: &[&str]) -> String {
@@ -109,28 +111,15 @@ fn fill(dir: &Path) -> PathBuf {
 /// A relay whose spool is in `spool_dir`, with the TagMango source on the spool and a second
 /// source, `fast`, in memory mode.
 async fn relay_with_spool_in(spool_dir: &Path) -> TestApp {
-    let config = TestConfig::new(&Options {
-        ack: "spool",
-        extra: String::new(),
+    let mut config = TestConfig::new(&Options {
+        ack: AckMode::Spool,
         ..Options::default()
     });
-    let text = std::fs::read_to_string(&config.path).unwrap();
-    let text = text
-        .lines()
-        .map(|line| {
-            if line.starts_with("spool_dir = ") {
-                format!("spool_dir = \"{}\"", spool_dir.display())
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let fast = format!(
-        "\n[sources.fast]\ntopic = \"{}.fast\"\nauth = {{ type = \"none\" }}\nack = \"memory\"\n",
-        config.prefix
-    );
-    std::fs::write(&config.path, text + &fast).unwrap();
+    config.settings.delivery.spool_dir = spool_dir.to_owned();
+    let mut fast = SourceSettings::new(AuthSettings::None(NoAuthSettings {}));
+    fast.topic = format!("{}.fast", config.prefix);
+    fast.ack = Some(AckMode::Memory);
+    config.settings.sources.insert("fast".to_owned(), fast);
     spawn_from_config(config).await
 }
 

@@ -1,5 +1,6 @@
 //! The test harness: a real Kafka-protocol broker (tansu) started once per test binary on a free
-//! port, relays spawned in-process on free ports with a unique topic prefix per test, and readers
+//! port, relays spawned in-process from typed `Settings` on ports the system chooses (port 0) with
+//! a unique topic prefix per test (a TOML file is written from them for reloads and the CLI), and readers
 //! for what arrived in Kafka.
 
 use std::io::{Read, Write};
@@ -11,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use hookrelay::app::Application;
 use hookrelay::config::Config;
+use hookrelay::settings::{
+    AckMode, AuthSettings, IdempotencySettings, SchemaMode, Settings, SourceSettings,
+    TokenAuthSettings, TokenLocation,
+};
 use hookrelay::tail::{StartAt, Tail, TailRecord};
 use tokio::sync::oneshot;
 
@@ -34,14 +39,14 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-/// The `schema` and `schema_mode` lines of the TagMango source, pointing at the schemas shipped
-/// in `config/schemas/` (an absolute path: a relative one is resolved against the working
-/// directory).
-pub fn schema_settings(mode: &str) -> String {
-    format!(
-        "schema = \"{}/config/schemas/{{source}}/{{event}}.json\"\nschema_mode = \"{mode}\"\n",
+/// Validates `source`'s events against the schemas shipped in `config/schemas/` (an absolute
+/// path: a relative one is resolved against the working directory).
+pub fn use_schemas(source: &mut SourceSettings, mode: SchemaMode) {
+    source.schema = Some(format!(
+        "{}/config/schemas/{{source}}/{{event}}.json",
         env!("CARGO_MANIFEST_DIR")
-    )
+    ));
+    source.schema_mode = Some(mode);
 }
 
 pub fn sample(event: &str) -> Vec<u8> {
@@ -192,7 +197,8 @@ impl Drop for PrivateBroker {
 
 /// Runs `hookrelay serve` as a process with `config` and waits until its ingress listens;
 /// returns the process and the ingress address (`127.0.0.1:PORT`).
-pub async fn start_relay_process(config: &TestConfig) -> (Child, String) {
+pub async fn start_relay_process(config: &mut TestConfig) -> (Child, String) {
+    config.on_free_ports();
     let relay = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
         .args(["serve", "--config"])
         .arg(&config.path)
@@ -227,242 +233,197 @@ pub fn unique_prefix() -> String {
 /// What varies between test relays.
 pub struct Options {
     pub brokers: String,
-    pub ack: &'static str,
+    pub ack: AckMode,
     pub max_body_bytes: usize,
     pub body_timeout_ms: u64,
     pub broker_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
-    /// Extra TOML appended at the end (more sources, `[kafka.options]`).
-    pub extra: String,
-    /// Extra TOML appended inside `[server]` (`trusted_proxies = [...]`).
-    pub server_extra: String,
     /// Create topics at start (tansu); the MockCluster has no topic admin API.
     pub create_topics: bool,
     pub spool_max_bytes: u64,
+    /// `[kafka.options]`: librdkafka properties.
+    pub kafka_options: &'static [(&'static str, &'static str)],
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             brokers: broker().address.clone(),
-            ack: "broker",
+            ack: AckMode::Broker,
             max_body_bytes: 65_536,
             body_timeout_ms: 2_000,
             broker_timeout_ms: 5_000,
             shutdown_timeout_ms: 5_000,
-            extra: String::new(),
-            server_extra: String::new(),
             create_topics: true,
             spool_max_bytes: 64 * 1024 * 1024,
+            kafka_options: &[],
         }
     }
 }
 
-/// A configuration file for a test relay, with its token file kept alive beside it.
+/// `127.0.0.1:port`; port 0 lets the system choose when the relay binds.
+pub fn localhost(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A test relay's settings, with a directory of its own holding the token file, the spool and
+/// the configuration file written from the settings (for reloads and the CLI).
 pub struct TestConfig {
-    /// Holds the token file for as long as the configuration is used.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// What the relay runs with: edit, then spawn (or [`TestConfig::save`] and reload).
+    pub settings: Settings,
+    /// The configuration file, as last written by [`TestConfig::save`].
     pub path: PathBuf,
     pub prefix: String,
 }
 
 impl TestConfig {
+    /// A relay on ports the system chooses, with the TagMango source on a topic prefix of its
+    /// own, authenticated by [`TOKEN`] in the query.
     pub fn new(options: &Options) -> TestConfig {
-        let (dir, token_file) = Self::dir_with_token();
-        let prefix = unique_prefix();
-        let ports = two_free_ports();
-        let events = TAGMANGO_SAMPLES
-            .iter()
-            .map(|event| format!("{event:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let text = format!(
-            r#"
-[server]
-listen = "127.0.0.1:{ingress}"
-admin_listen = "127.0.0.1:{admin}"
-max_body_bytes = {max_body_bytes}
-body_timeout_ms = {body_timeout_ms}
-shutdown_timeout_ms = {shutdown_timeout_ms}
-workers = 2
-{server_extra}
-
-[kafka]
-brokers = "{brokers}"
-create_topics = {create_topics}
-topic_partitions = 1
-metadata_timeout_ms = 3000
-
-[delivery]
-ack = "{ack}"
-broker_timeout_ms = {broker_timeout_ms}
-spool_dir = "{spool_dir}"
-spool_max_bytes = {spool_max_bytes}
-
-[telemetry]
-level = "info"
-
-[sources.tagmango]
-topic = "{prefix}.{{source}}.{{event}}"
-events = [{events}]
-auth = {{ type = "token", in = "query", name = "token", secrets = ["file:{token_file}"] }}
-idempotency = {{ fields = ["/courseId", "/email", "/lastProgressOn"] }}
-key = "/email"
-{extra}
-"#,
-            ingress = ports.0,
-            admin = ports.1,
-            max_body_bytes = options.max_body_bytes,
-            body_timeout_ms = options.body_timeout_ms,
-            shutdown_timeout_ms = options.shutdown_timeout_ms,
-            brokers = options.brokers,
-            create_topics = options.create_topics,
-            ack = options.ack,
-            broker_timeout_ms = options.broker_timeout_ms,
-            token_file = token_file.display(),
-            spool_dir = dir.path().join("spool").display(),
-            spool_max_bytes = options.spool_max_bytes,
-            extra = options.extra,
-            server_extra = options.server_extra,
-        );
-        Self::write(dir, prefix, &text)
-    }
-
-    /// A temporary directory holding the TagMango token file, and that file.
-    fn dir_with_token() -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let token_file = dir.path().join("tagmango.token");
-        std::fs::write(&token_file, TOKEN).expect("token file");
-        (dir, token_file)
-    }
-
-    /// Writes `text` as the configuration file in `dir`.
-    fn write(dir: tempfile::TempDir, prefix: String, text: &str) -> TestConfig {
-        let path = dir.path().join("hookrelay.toml");
-        std::fs::write(&path, text).expect("config file");
-        TestConfig {
-            _dir: dir,
-            path,
-            prefix,
+        let mut config = TestConfig::empty();
+        let settings = &mut config.settings;
+        settings.server.listen = localhost(0);
+        settings.server.admin_listen = localhost(0);
+        settings.server.max_body_bytes = options.max_body_bytes;
+        settings.server.body_timeout_ms = Duration::from_millis(options.body_timeout_ms);
+        settings.server.shutdown_timeout_ms = Duration::from_millis(options.shutdown_timeout_ms);
+        settings.server.workers = 2;
+        settings.kafka.brokers = options.brokers.clone();
+        settings.kafka.create_topics = options.create_topics;
+        settings.kafka.topic_partitions = 1;
+        settings.kafka.metadata_timeout_ms = Duration::from_millis(3_000);
+        for (key, value) in options.kafka_options {
+            settings
+                .kafka
+                .options
+                .insert((*key).to_owned(), (*value).to_owned());
         }
+        settings.delivery.ack = options.ack;
+        settings.delivery.broker_timeout_ms = Duration::from_millis(options.broker_timeout_ms);
+        settings.delivery.spool_max_bytes = options.spool_max_bytes;
+        settings.telemetry.level = "info".to_owned();
+        let mut tagmango = SourceSettings::new(AuthSettings::Token(TokenAuthSettings {
+            location: TokenLocation::Query,
+            name: "token".to_owned(),
+            secrets: vec![config.token_secret()],
+        }));
+        tagmango.topic = format!("{}.{{source}}.{{event}}", config.prefix);
+        tagmango.events = Some(TAGMANGO_SAMPLES.iter().map(|e| (*e).to_owned()).collect());
+        tagmango.idempotency = Some(IdempotencySettings::new(&[
+            "/courseId",
+            "/email",
+            "/lastProgressOn",
+        ]));
+        tagmango.key = Some("/email".to_owned());
+        config
+            .settings
+            .sources
+            .insert("tagmango".to_owned(), tagmango);
+        config.save();
+        config
     }
 
     /// The shipped `config/hookrelay.toml` as it is, but for what a test must own: its
     /// listeners, the broker, the spool directory, a topic prefix, the token (a file instead of
     /// an environment variable) and absolute paths to the schemas and samples.
     pub fn shipped(brokers: &str) -> TestConfig {
-        let (dir, token_file) = Self::dir_with_token();
-        let prefix = unique_prefix();
-        let (ingress, admin) = two_free_ports();
+        let mut config = TestConfig::empty();
+        let spool_dir = config.settings.delivery.spool_dir.clone();
+        let mut settings = Config::load_settings(&repo_path(DEFAULT_CONFIG))
+            .unwrap_or_else(|errors| panic!("{errors}"));
+        settings.server.listen = localhost(0);
+        settings.server.admin_listen = localhost(0);
+        settings.kafka.brokers = brokers.to_owned();
+        settings.kafka.create_topics = true;
+        settings.kafka.topic_partitions = 1;
+        settings.delivery.spool_dir = spool_dir;
         let root = env!("CARGO_MANIFEST_DIR");
-        let mut text =
-            std::fs::read_to_string(repo_path(DEFAULT_CONFIG)).expect("shipped configuration");
-        for (shipped, test) in [
-            (
-                "listen = \"0.0.0.0:8080\"",
-                format!("listen = \"127.0.0.1:{ingress}\""),
-            ),
-            (
-                "admin_listen = \"127.0.0.1:9464\"",
-                format!("admin_listen = \"127.0.0.1:{admin}\""),
-            ),
-            (
-                "brokers = \"127.0.0.1:9092\"",
-                format!("brokers = \"{brokers}\""),
-            ),
-            (
-                "create_topics = false",
-                "create_topics = true\ntopic_partitions = 1".to_owned(),
-            ),
-            (
-                "spool_dir = \"data/spool\"",
-                format!("spool_dir = \"{}\"", dir.path().join("spool").display()),
-            ),
-            (
-                "topic = \"webhooks.{source}.{event}\"",
-                format!("topic = \"{prefix}.{{source}}.{{event}}\""),
-            ),
-            (
-                "\"env:TAGMANGO_TOKEN\"",
-                format!("\"file:{}\"", token_file.display()),
-            ),
-            ("schema = \"config/", format!("schema = \"{root}/config/")),
-            (
-                "samples = \"samples/",
-                format!("samples = \"{root}/samples/"),
-            ),
-        ] {
-            assert!(
-                text.contains(shipped),
-                "the shipped configuration has no {shipped}"
-            );
-            text = text.replacen(shipped, &test, 1);
+        let tagmango = settings
+            .sources
+            .get_mut("tagmango")
+            .expect("a tagmango source");
+        tagmango.topic = format!("{}.{{source}}.{{event}}", config.prefix);
+        for template in [&mut tagmango.schema, &mut tagmango.samples] {
+            let relative = template.as_deref().expect("shipped schema and samples");
+            *template = Some(format!("{root}/{relative}"));
         }
-        Self::write(dir, prefix, &text)
+        config.settings = settings;
+        config.set_token_secrets(vec![config.token_secret()]);
+        config
     }
 
-    /// Rewrites the configuration's lines that start with one of `replacements`' prefixes
-    /// (`("brokers = ", "brokers = \"...\"")`) and drops those equal to one of `dropped`.
-    pub fn rewrite(&self, replacements: &[(&str, String)], dropped: &[&str]) {
-        let text = std::fs::read_to_string(&self.path).expect("config file");
-        let text: Vec<String> = text
-            .lines()
-            .filter(|line| !dropped.iter().any(|dropped| line.contains(dropped)))
-            .map(|line| {
-                replacements
-                    .iter()
-                    .find(|(prefix, _)| line.starts_with(prefix))
-                    .map_or_else(|| line.to_owned(), |(_, new)| new.clone())
-            })
-            .collect();
-        std::fs::write(&self.path, text.join("\n")).expect("config file");
+    /// No sources, the spool in the test's directory, the token file written.
+    fn empty() -> TestConfig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("tagmango.token"), TOKEN).expect("token file");
+        let mut settings = Settings::default();
+        settings.delivery.spool_dir = dir.path().join("spool");
+        TestConfig {
+            path: dir.path().join("hookrelay.toml"),
+            settings,
+            prefix: unique_prefix(),
+            dir,
+        }
+    }
+
+    /// `file:` secret of the token file holding [`TOKEN`].
+    fn token_secret(&self) -> String {
+        format!("file:{}", self.dir.path().join("tagmango.token").display())
+    }
+
+    /// The TagMango source's settings.
+    pub fn tagmango(&mut self) -> &mut SourceSettings {
+        self.settings
+            .sources
+            .get_mut("tagmango")
+            .expect("a tagmango source")
+    }
+
+    /// Writes the settings to [`TestConfig::path`].
+    pub fn save(&self) {
+        let text = toml::to_string(&self.settings).expect("settings serialise to TOML");
+        std::fs::write(&self.path, text).expect("config file");
     }
 
     /// Points the configuration at the shared broker, creating the topics it needs.
-    pub fn use_shared_broker(&self) {
-        self.rewrite(
-            &[
-                ("brokers = ", format!("brokers = \"{}\"", broker().address)),
-                ("create_topics = ", "create_topics = true".to_owned()),
-            ],
-            &[],
-        );
+    pub fn use_shared_broker(&mut self) {
+        self.settings.kafka.brokers = broker().address.clone();
+        self.settings.kafka.create_topics = true;
+        self.save();
     }
 
-    /// Gives the configuration two other free ports for its listeners.
-    fn move_to_free_ports(&self) {
+    /// Gives the listeners fixed free ports (a relay process must be found at a known address).
+    pub fn on_free_ports(&mut self) {
         let (ingress, admin) = two_free_ports();
-        self.rewrite(
-            &[
-                ("listen = ", format!("listen = \"127.0.0.1:{ingress}\"")),
-                (
-                    "admin_listen = ",
-                    format!("admin_listen = \"127.0.0.1:{admin}\""),
-                ),
-            ],
-            &[],
-        );
+        self.settings.server.listen = localhost(ingress);
+        self.settings.server.admin_listen = localhost(admin);
+        self.save();
     }
 
-    fn placeholder() -> TestConfig {
-        TestConfig {
-            _dir: tempfile::tempdir().expect("temp dir"),
-            path: PathBuf::new(),
-            prefix: String::new(),
-        }
-    }
-
-    /// The port the relay's ingress listens on.
+    /// The port the relay's ingress listens on (after [`TestConfig::on_free_ports`]).
     pub fn ingress_port(&self) -> u16 {
-        let text = std::fs::read_to_string(&self.path).expect("config file");
-        text.lines()
-            .find_map(|line| line.strip_prefix("listen = \"127.0.0.1:"))
-            .and_then(|rest| rest.trim_end_matches('"').parse().ok())
-            .expect("listen line")
+        let port = self.settings.server.listen.port();
+        assert_ne!(port, 0, "a relay process needs on_free_ports()");
+        port
     }
 
     pub fn spool_dir(&self) -> PathBuf {
-        self._dir.path().join("spool")
+        self.settings.delivery.spool_dir.clone()
+    }
+
+    /// A file beside the configuration.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Replaces the TagMango source's token secrets (`file:/path`, `env:NAME`) and saves.
+    pub fn set_token_secrets(&mut self, secrets: Vec<String>) {
+        match &mut self.tagmango().auth {
+            AuthSettings::Token(token) => token.secrets = secrets,
+            other => panic!("the tagmango source is authenticated by token: {other:?}"),
+        }
+        self.save();
     }
 
     pub fn topic(&self, event: &str) -> String {
@@ -489,19 +450,14 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 }
 
 pub async fn spawn_from_config(config: TestConfig) -> TestApp {
-    let mut attempts = 0;
-    let application = loop {
-        let loaded = Config::load(&config.path).unwrap_or_else(|errors| panic!("{errors}"));
-        match Application::build(loaded).await {
-            Ok(application) => break application,
-            // A free port picked earlier can be taken by another test's connection meanwhile.
-            Err(hookrelay::app::StartupError::Bind { .. }) if attempts < 5 => {
-                attempts += 1;
-                config.move_to_free_ports();
-            }
-            Err(error) => panic!("relay starts: {error:?}"),
-        }
-    };
+    config.save();
+    let mut loaded =
+        Config::from_settings(config.settings.clone()).unwrap_or_else(|errors| panic!("{errors}"));
+    // Reloads read the file written from the same settings.
+    loaded.path = Some(config.path.clone());
+    let application = Application::build(loaded)
+        .await
+        .unwrap_or_else(|error| panic!("relay starts: {error:?}"));
     let address = format!("http://127.0.0.1:{}", application.port());
     let admin_address = format!("http://127.0.0.1:{}", application.admin_port());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -609,7 +565,7 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        std::mem::replace(&mut self.config, TestConfig::placeholder())
+        std::mem::replace(&mut self.config, TestConfig::empty())
     }
 
     /// Stops the relay the way a signal would, and returns the count of unacknowledged records.

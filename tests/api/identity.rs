@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use hookrelay::settings::AckMode;
+
 use crate::helpers::{
     broker, read_records, sample, spawn_app_with, spawn_from_config, Options, PrivateBroker,
     TestConfig, TOKEN,
@@ -267,8 +269,8 @@ samples = "{}/samples/{{source}}/{{event}}.json"
 async fn memory_mode_remembers_an_id_only_once_kafka_has_the_record() {
     let broker = PrivateBroker::start();
     let app = spawn_app_with(Options {
-        ack: "memory",
-        extra: "\n[kafka.options]\n\"message.timeout.ms\" = \"1500\"\n".to_owned(),
+        ack: AckMode::Memory,
+        kafka_options: &[("message.timeout.ms", "1500")],
         ..Options {
             brokers: broker.address.clone(),
             ..Options::default()

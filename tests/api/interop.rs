@@ -20,7 +20,7 @@ async fn the_senders_own_libraries_and_the_relay_agree() {
              (or set INTEROP_PYTHON and INTEROP_NODE_DIR as scripts/lib.sh ensure_interop does)"
         );
     };
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     let output = tokio::task::spawn_blocking({
         let (url, prefix) = (relay.app.address.clone(), relay.prefix.clone());
         move || {

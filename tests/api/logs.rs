@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
 
-use crate::helpers::{schema_settings, unique_prefix, wait_for_port, Options, TestConfig, TOKEN};
+use hookrelay::settings::{
+    default_tolerance_secs, AckMode, AuthSettings, PresetAuthSettings, SchemaMode, SourceSettings,
+};
+
+use crate::helpers::{unique_prefix, use_schemas, wait_for_port, Options, TestConfig, TOKEN};
 
 const NAME: &str = "Priya Secretname";
 const EMAIL: &str = "priya.secretname@example.com";
@@ -41,16 +45,18 @@ async fn debug_logs_carry_request_ids_but_no_secret_signature_or_personal_data()
     let secrets = tempfile::tempdir().unwrap();
     let secret_file = secrets.path().join("github.secret");
     std::fs::write(&secret_file, GITHUB_SECRET).unwrap();
-    let config = TestConfig::new(&Options {
-        ack: "memory",
-        extra: format!(
-            "{schema}\n[sources.gh]\ntopic = \"{prefix}.{{source}}\"\nauth = {{ type = \"github\", secrets = [\"file:{secret}\"] }}\n",
-            schema = schema_settings("enforce"),
-            prefix = unique_prefix(),
-            secret = secret_file.display(),
-        ),
+    let mut config = TestConfig::new(&Options {
+        ack: AckMode::Memory,
         ..Options::default()
     });
+    use_schemas(config.tagmango(), SchemaMode::Enforce);
+    let mut github = SourceSettings::new(AuthSettings::Github(PresetAuthSettings {
+        secrets: vec![format!("file:{}", secret_file.display())],
+        tolerance_secs: default_tolerance_secs(),
+    }));
+    github.topic = format!("{}.{{source}}", unique_prefix());
+    config.settings.sources.insert("gh".to_owned(), github);
+    config.on_free_ports();
     let log_path = secrets.path().join("relay.log");
     let mut relay = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
         .args(["serve", "--config"])

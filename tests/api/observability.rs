@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::helpers::{repo_path, sample, spawn_app, spawn_app_with, TOKEN};
+use crate::helpers::{repo_path, sample, spawn_app, TOKEN};
 
 fn promtool() -> Command {
     if Command::new("promtool").arg("--version").output().is_err() {
@@ -229,12 +229,15 @@ async fn the_openapi_description_matches_the_routes_and_status_codes() {
     let spec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(repo_path("config/openapi.json")).unwrap())
             .unwrap();
-    let app = spawn_app_with(crate::helpers::Options {
+    let mut config = crate::helpers::TestConfig::new(&crate::helpers::Options {
         max_body_bytes: 1024,
-        extra: "rate_limit = { per_second = 1, burst = 100 }\n".to_owned(),
         ..crate::helpers::Options::default()
-    })
-    .await;
+    });
+    config.tagmango().rate_limit = Some(hookrelay::settings::RateLimitSettings {
+        per_second: 1,
+        burst: Some(100),
+    });
+    let app = crate::helpers::spawn_from_config(config).await;
     let event_url = app.hook_url("course.completed.50");
     let no_event_url = format!("{}/hooks/tagmango?token={TOKEN}", app.address);
     let json = |body: &[u8]| body.to_vec();

@@ -9,9 +9,11 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::Value;
 
+use hookrelay::settings::{AckMode, SchemaMode};
+
 use crate::helpers::{
-    assert_problem, broker, free_port, read_records, read_topic_from, sample, schema_settings,
-    spawn_from_config, Options, TestConfig, TOKEN,
+    assert_problem, broker, free_port, read_records, read_topic_from, sample, spawn_from_config,
+    use_schemas, Options, TestConfig, TOKEN,
 };
 
 /// A course.completed.50 body of exactly `len` bytes (valid for its schema).
@@ -124,11 +126,11 @@ async fn a_record_kafka_refuses_for_good_does_not_block_the_spool() {
     // An earlier run: records up to 2 MB, Kafka unreachable, so they stay in the spool.
     let config = TestConfig::new(&Options {
         brokers: format!("127.0.0.1:{}", free_port()),
-        ack: "spool",
+        ack: AckMode::Spool,
         max_body_bytes: 1_500_000,
         create_topics: false,
         shutdown_timeout_ms: 500,
-        extra: "\n[kafka.options]\n\"message.max.bytes\" = \"2000000\"\n".to_owned(),
+        kafka_options: &[("message.max.bytes", "2000000")],
         ..Options::default()
     });
     let earlier = spawn_from_config(config).await;
@@ -145,14 +147,12 @@ async fn a_record_kafka_refuses_for_good_does_not_block_the_spool() {
         let answer: Value = response.json().await.unwrap();
         ids.push(answer["id"].as_str().unwrap().to_owned());
     }
-    let config = earlier.stop_keeping_config().await;
+    let mut config = earlier.stop_keeping_config().await;
 
     // Now with the defaults and a reachable broker.
     config.use_shared_broker();
-    config.rewrite(
-        &[("max_body_bytes = ", "max_body_bytes = 65536".to_owned())],
-        &["message.max.bytes", "[kafka.options]"],
-    );
+    config.settings.server.max_body_bytes = 65_536;
+    config.settings.kafka.options.clear();
     let path = config.path.clone();
     let topic = config.topic("course.completed.50");
     let app = spawn_from_config(config).await;
@@ -227,19 +227,14 @@ async fn a_record_kafka_refuses_for_good_does_not_block_the_spool() {
 #[tokio::test]
 async fn a_record_refused_for_good_goes_to_the_dead_letter_topic() {
     let cluster = MockCluster::new(1).unwrap();
-    let config = TestConfig::new(&Options {
+    let mut config = TestConfig::new(&Options {
         brokers: cluster.bootstrap_servers(),
-        ack: "spool",
+        ack: AckMode::Spool,
         create_topics: false,
-        extra: String::new(),
         ..Options::default()
     });
     let dead_topic = format!("{}.dead", config.prefix);
-    let text = std::fs::read_to_string(&config.path).unwrap().replace(
-        "[delivery]\n",
-        &format!("[delivery]\ndead_letter_topic = \"{dead_topic}\"\n"),
-    );
-    std::fs::write(&config.path, text).unwrap();
+    config.settings.delivery.dead_letter_topic = Some(dead_topic.clone());
     for event in crate::helpers::TAGMANGO_SAMPLES {
         cluster.create_topic(&config.topic(event), 1, 1).unwrap();
     }
@@ -297,27 +292,14 @@ async fn a_record_refused_for_good_goes_to_the_dead_letter_topic() {
 /// dead-letter topic; an unauthenticated one is never kept.
 #[tokio::test]
 async fn authentic_events_refused_by_their_schema_are_kept_as_dead_letters() {
-    let options = Options {
-        ack: "spool",
-        extra: String::new(),
+    let mut config = TestConfig::new(&Options {
+        ack: AckMode::Spool,
         ..Options::default()
-    };
-    let config = TestConfig::new(&options);
+    });
     let dead_topic = format!("{}.dead", config.prefix);
-    let text = std::fs::read_to_string(&config.path).unwrap();
-    let text = text
-        .replace(
-            "[delivery]\n",
-            &format!("[delivery]\ndead_letter_topic = \"{dead_topic}\"\n"),
-        )
-        .replace(
-            "key = \"/email\"\n",
-            &format!(
-                "key = \"/email\"\ndead_letter_refused = true\n{}",
-                schema_settings("enforce")
-            ),
-        );
-    std::fs::write(&config.path, text).unwrap();
+    config.settings.delivery.dead_letter_topic = Some(dead_topic.clone());
+    config.tagmango().dead_letter_refused = true;
+    use_schemas(config.tagmango(), SchemaMode::Enforce);
     let app = spawn_from_config(config).await;
     let url = app.hook_url("course.completed.50");
 
@@ -381,7 +363,7 @@ async fn a_topic_that_takes_smaller_records_refuses_larger_ones_up_front() {
     use rdkafka::config::ClientConfig;
 
     let config = TestConfig::new(&Options {
-        ack: "spool",
+        ack: AckMode::Spool,
         ..Options::default()
     });
     let topic = config.topic("course.completed.50");

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use hookrelay::settings::{RegisterSettings, TAGMANGO_REGISTER_API_URL};
 
 use crate::helpers::{
     free_port, read_records, sample, spawn_app_with, Options, TestConfig, TAGMANGO_SAMPLES, TOKEN,
@@ -92,12 +93,18 @@ impl Drop for FakeApi {
 
 /// A test configuration whose TagMango source registers at `api_url`.
 fn config_registering_at(api_url: &str) -> TestConfig {
-    TestConfig::new(&Options {
-        extra: format!(
-            "register = {{ api_key = \"env:HOOKRELAY_TEST_API_KEY\", api_url = \"{api_url}\" }}"
-        ),
-        ..Options::default()
-    })
+    with_register("env:HOOKRELAY_TEST_API_KEY", api_url)
+}
+
+/// A test configuration with `register = { api_key, api_url }` on the TagMango source.
+fn with_register(api_key: &str, api_url: &str) -> TestConfig {
+    let mut config = TestConfig::new(&Options::default());
+    config.tagmango().register = Some(RegisterSettings {
+        api_key: api_key.to_owned(),
+        api_url: api_url.to_owned(),
+    });
+    config.save();
+    config
 }
 
 /// Runs `hookrelay register` off the async runtime (the fake API answers on it).
@@ -379,19 +386,16 @@ async fn register_refuses_plain_http_and_its_dry_run_calls_nothing_and_hides_sec
 fn check_config_refuses_register_settings_it_cannot_use() {
     let cases = [
         (
-            "register = { api_key = \"literal-key\" }",
+            ("literal-key", TAGMANGO_REGISTER_API_URL),
             "sources.tagmango.register.api_key: a secret must be written as env:NAME or file:/path",
         ),
         (
-            "register = { api_key = \"env:K\", api_url = \"ftp://example.com\" }",
+            ("env:K", "ftp://example.com"),
             "sources.tagmango.register.api_url: ftp is not an HTTP(S) URL",
         ),
     ];
-    for (line, expected) in cases {
-        let config = TestConfig::new(&Options {
-            extra: line.to_owned(),
-            ..Options::default()
-        });
+    for ((api_key, api_url), expected) in cases {
+        let config = with_register(api_key, api_url);
         let output = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
             .args(["check-config", "--config"])
             .arg(&config.path)

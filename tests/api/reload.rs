@@ -8,22 +8,17 @@ use crate::helpers::{spawn_from_config, Options, TestConfig, TOKEN};
 
 const NEW_TOKEN: &str = "rotated-token-91c2";
 
-/// Rewrites the tagmango source's secrets in the configuration file to the given token files.
-fn set_secrets(config: &TestConfig, files: &[&std::path::Path]) {
-    let text = std::fs::read_to_string(&config.path).unwrap();
-    let start = text.find("secrets = [").unwrap();
-    let end = start + text[start..].find(']').unwrap() + 1;
-    let list = files
+/// Sets the tagmango source's secrets in the configuration file to the given token files.
+fn set_secrets(config: &mut TestConfig, files: &[&std::path::Path]) {
+    let secrets = files
         .iter()
-        .map(|file| format!("\"file:{}\"", file.display()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let text = format!("{}secrets = [{list}]{}", &text[..start], &text[end..]);
-    std::fs::write(&config.path, text).unwrap();
+        .map(|file| format!("file:{}", file.display()))
+        .collect();
+    config.set_token_secrets(secrets);
 }
 
 fn token_file(config: &TestConfig, name: &str, token: &str) -> std::path::PathBuf {
-    let path = config.path.with_file_name(name);
+    let path = config.file(name);
     std::fs::write(&path, token).unwrap();
     path
 }
@@ -96,17 +91,17 @@ async fn wait_for_status(address: &str, token: &str, status: u16) {
 
 #[tokio::test]
 async fn rotating_a_secret_with_sighup_fails_no_request_and_a_bad_file_changes_nothing() {
-    let config = TestConfig::new(&Options::default());
-    let old_file = config.path.with_file_name("tagmango.token");
+    let mut config = TestConfig::new(&Options::default());
+    let old_file = config.file("tagmango.token");
     let new_file = token_file(&config, "tagmango.new.token", NEW_TOKEN);
-    let (mut relay, address) = crate::helpers::start_relay_process(&config).await;
+    let (mut relay, address) = crate::helpers::start_relay_process(&mut config).await;
     assert_eq!(status_with(&address, NEW_TOKEN).await, 401);
 
     // Step 1: both secrets, while requests with the old one keep flowing.
     let stop_old = Arc::new(AtomicBool::new(false));
     let old_stream = keep_posting(address.clone(), TOKEN, stop_old.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    set_secrets(&config, &[&old_file, &new_file]);
+    set_secrets(&mut config, &[&old_file, &new_file]);
     hangup(relay.id());
     wait_for_status(&address, NEW_TOKEN, 200).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -116,11 +111,12 @@ async fn rotating_a_secret_with_sighup_fails_no_request_and_a_bad_file_changes_n
     let new_stream = keep_posting(address.clone(), NEW_TOKEN, stop_new.clone());
     stop_old.store(true, Ordering::Relaxed);
     let old_statuses = old_stream.join().unwrap();
-    set_secrets(&config, &[&new_file]);
+    set_secrets(&mut config, &[&new_file]);
     hangup(relay.id());
     wait_for_status(&address, TOKEN, 401).await;
 
-    // A file that does not pass the checks: refused, the relay keeps its configuration.
+    // A file that does not pass the checks (an unknown key): refused, the relay keeps its
+    // configuration.
     let good = std::fs::read_to_string(&config.path).unwrap();
     std::fs::write(
         &config.path,
@@ -132,14 +128,7 @@ async fn rotating_a_secret_with_sighup_fails_no_request_and_a_bad_file_changes_n
     stop_new.store(true, Ordering::Relaxed);
     let new_statuses = new_stream.join().unwrap();
     assert_eq!(status_with(&address, NEW_TOKEN).await, 200);
-    let admin = std::fs::read_to_string(&config.path)
-        .unwrap()
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("admin_listen = \"")
-                .map(|rest| rest.trim_end_matches('"').to_owned())
-        })
-        .unwrap();
+    let admin = config.settings.server.admin_listen;
     let metrics = reqwest::get(format!("http://{admin}/metrics"))
         .await
         .unwrap()
@@ -169,22 +158,17 @@ async fn rotating_a_secret_with_sighup_fails_no_request_and_a_bad_file_changes_n
 
 #[tokio::test]
 async fn reload_over_http_reports_what_needs_a_restart_and_refuses_a_bad_file() {
-    let config = TestConfig::new(&Options::default());
-    let path = config.path.clone();
-    let app = spawn_from_config(config).await;
+    let mut app = spawn_from_config(TestConfig::new(&Options::default())).await;
+    let path = app.config.path.clone();
+    app.config.settings.server.body_timeout_ms = Duration::from_secs(3);
+    app.config.settings.server.workers = 3;
+    app.config.save();
     let reload = || {
         app.client
             .post(format!("{}/-/reload", app.admin_address))
             .send()
     };
 
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        text.replace("body_timeout_ms = 2000", "body_timeout_ms = 3000")
-            .replace("workers = 2", "workers = 3"),
-    )
-    .unwrap();
     let response = reload().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let outcome: serde_json::Value = response.json().await.unwrap();

@@ -1,18 +1,18 @@
 //! JSON Schema validation per event (`schema`, `schema_mode`) with the schemas shipped in
 //! `config/schemas/tagmango/`.
 
+use hookrelay::settings::SchemaMode;
+
 use crate::helpers::{
-    assert_problem, schema_settings, spawn_app_with, Options, TestApp, TAGMANGO_SAMPLES,
+    assert_problem, spawn_from_config, use_schemas, Options, TestApp, TestConfig, TAGMANGO_SAMPLES,
 };
 
 const WITHOUT_EMAIL: &str = r#"{"name":"Priya Secretname","phone":919876543210,"courseId":"634fc35ddaf58580e2418c40","lastProgressOn":"2023-11-20T18:30Z"}"#;
 
-async fn spawn_with_schemas(mode: &str) -> TestApp {
-    spawn_app_with(Options {
-        extra: schema_settings(mode),
-        ..Options::default()
-    })
-    .await
+async fn spawn_with_schemas(mode: SchemaMode) -> TestApp {
+    let mut config = TestConfig::new(&Options::default());
+    use_schemas(config.tagmango(), mode);
+    spawn_from_config(config).await
 }
 
 async fn metrics(app: &TestApp) -> String {
@@ -21,7 +21,7 @@ async fn metrics(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn every_tagmango_sample_passes_its_schema_in_enforce_mode() {
-    let app = spawn_with_schemas("enforce").await;
+    let app = spawn_with_schemas(SchemaMode::Enforce).await;
 
     for event in TAGMANGO_SAMPLES {
         let response = app.post_sample(event).await;
@@ -35,7 +35,7 @@ async fn every_tagmango_sample_passes_its_schema_in_enforce_mode() {
 
 #[tokio::test]
 async fn a_body_missing_a_required_field_gets_422_naming_the_pointer_and_no_value() {
-    let app = spawn_with_schemas("enforce").await;
+    let app = spawn_with_schemas(SchemaMode::Enforce).await;
 
     let response = app
         .post_json(
@@ -57,7 +57,7 @@ async fn a_body_missing_a_required_field_gets_422_naming_the_pointer_and_no_valu
 
 #[tokio::test]
 async fn observe_mode_accepts_a_violating_body_and_counts_it() {
-    let app = spawn_with_schemas("observe").await;
+    let app = spawn_with_schemas(SchemaMode::Observe).await;
 
     let response = app
         .post_json(

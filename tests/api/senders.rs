@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::auth::{spawn_signed_relay, Sender};
+use hookrelay::settings::RateLimitSettings;
+
+use crate::auth::{spawn_signed_relay, spawn_signed_relay_with, Sender};
 use crate::helpers::{assert_problem, read_records};
 
 fn now() -> i64 {
@@ -21,7 +23,13 @@ fn now() -> i64 {
 /// sender's request is accepted, not answered 429.
 #[tokio::test]
 async fn unsigned_requests_cannot_drain_a_signed_source_s_rate_limit() {
-    let relay = spawn_signed_relay("rate_limit = { per_second = 1, burst = 2 }").await;
+    let relay = spawn_signed_relay_with(|source| {
+        source.rate_limit = Some(RateLimitSettings {
+            per_second: 1,
+            burst: Some(2),
+        })
+    })
+    .await;
     for sender in [Sender::Github, Sender::StandardWebhooks, Sender::Slack] {
         for _ in 0..10 {
             let response = relay.post(sender.source(), &[], b"{}").await;
@@ -43,7 +51,7 @@ async fn unsigned_requests_cannot_drain_a_signed_source_s_rate_limit() {
 /// `webhook-id` beside it, naming another id, is refused.
 #[tokio::test]
 async fn an_unsigned_id_of_the_other_header_family_cannot_name_the_event() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     let body =
         br#"{"id":"evt_1","type":"invoice.paid","event_id":"Ev1","event":{"type":"app_mention"}}"#;
     let signed = Sender::StandardWebhooks.headers(body, now());
@@ -131,7 +139,7 @@ fn check_config_refuses_credentials_as_key_event_id_or_event_type() {
 /// back; it is a handshake, not an event.
 #[tokio::test]
 async fn slack_url_verification_is_answered_with_the_challenge_and_not_published() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     let body = br#"{"token":"legacy","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
     let unsigned = relay.post("slack", &[], body).await;
     assert_eq!(unsigned.status().as_u16(), 401, "only after the signature");
@@ -157,7 +165,7 @@ async fn slack_url_verification_is_answered_with_the_challenge_and_not_published
 /// Shopify's newer deliveries name the headers without `X-`.
 #[tokio::test]
 async fn shopify_headers_without_the_x_prefix_are_accepted() {
-    let relay = spawn_signed_relay("").await;
+    let relay = spawn_signed_relay().await;
     let body =
         br#"{"id":"evt_1","type":"invoice.paid","event_id":"Ev1","event":{"type":"app_mention"}}"#;
     let plain: Vec<(String, String)> = Sender::Shopify

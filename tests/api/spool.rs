@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
+use hookrelay::settings::AckMode;
+
 use crate::helpers::{
     assert_problem, post_many, read_records, read_topic_from, sample, spawn_app_with,
     spawn_from_config, Options, PrivateBroker, TestApp, TestConfig, TAGMANGO_SAMPLES,
@@ -15,7 +17,7 @@ use crate::helpers::{
 fn spool_options(brokers: &str) -> Options {
     Options {
         brokers: brokers.to_owned(),
-        ack: "spool",
+        ack: AckMode::Spool,
         ..Options::default()
     }
 }
@@ -116,7 +118,7 @@ async fn events_accepted_while_the_broker_is_paused_all_arrive_after_it_resumes(
     const EVENTS: usize = 2_000;
     let broker = PrivateBroker::start();
     let app = spawn_app_with(Options {
-        extra: "\n[kafka.options]\n\"message.timeout.ms\" = \"5000\"\n".to_owned(),
+        kafka_options: &[("message.timeout.ms", "5000")],
         ..spool_options(&broker.address)
     })
     .await;
@@ -153,7 +155,7 @@ async fn a_tiny_producer_queue_and_reused_segments_lose_nothing() {
     const EVENTS: usize = 3_000;
     let app = spawn_app_with(Options {
         spool_max_bytes: 1024 * 1024,
-        extra: "\n[kafka.options]\n\"queue.buffering.max.messages\" = \"20\"\n".to_owned(),
+        kafka_options: &[("queue.buffering.max.messages", "20")],
         ..spool_options(&crate::helpers::broker().address)
     })
     .await;
@@ -433,7 +435,7 @@ async fn damage_restart_and_resend(
         assert_eq!(answer["status"], "accepted");
         ids.push(answer["id"].as_str().unwrap().to_owned());
     }
-    let config = app.stop_keeping_config().await;
+    let mut config = app.stop_keeping_config().await;
     let segment = config.spool_dir().join(format!("{:020}.seg", 0));
     let mut bytes = std::fs::read(&segment).unwrap();
     let mut frames = Vec::new();
@@ -598,11 +600,12 @@ async fn a_second_relay_on_the_same_spool_leaves_the_first_ones_window_alone() {
 
 #[tokio::test]
 async fn requests_beyond_the_burst_get_429_with_retry_after() {
-    let app = spawn_app_with(Options {
-        extra: "rate_limit = { per_second = 1, burst = 5 }\n".to_owned(),
-        ..Options::default()
-    })
-    .await;
+    let mut config = TestConfig::new(&Options::default());
+    config.tagmango().rate_limit = Some(hookrelay::settings::RateLimitSettings {
+        per_second: 1,
+        burst: Some(5),
+    });
+    let app = spawn_from_config(config).await;
     for _ in 0..5 {
         app.accept_unique("course.completed.50").await;
     }
@@ -630,8 +633,8 @@ fn spawn_relay(config: &TestConfig) -> Child {
 
 #[tokio::test]
 async fn every_acknowledged_event_survives_kill_9_of_the_relay() {
-    let config = TestConfig::new(&spool_options(&crate::helpers::broker().address));
-    let (mut relay, address) = crate::helpers::start_relay_process(&config).await;
+    let mut config = TestConfig::new(&spool_options(&crate::helpers::broker().address));
+    let (mut relay, address) = crate::helpers::start_relay_process(&mut config).await;
 
     let url = format!("http://{address}");
     let posting = tokio::spawn(async move { post_many(&url, 3_000, 16).await });
@@ -675,7 +678,7 @@ async fn injected_produce_errors_and_a_slow_broker_lose_nothing_and_keep_per_key
         // a retried earlier one and then drops that one as a "duplicate" while reporting success
         // (seen as a key's first record missing with no failure reported, 3 times in ~25 runs).
         // A real broker refuses the later batch (OUT_OF_ORDER_SEQUENCE) and librdkafka resends it.
-        extra: "\n[kafka.options]\n\"max.in.flight.requests.per.connection\" = \"1\"\n".to_owned(),
+        kafka_options: &[("max.in.flight.requests.per.connection", "1")],
         ..spool_options(&cluster.bootstrap_servers())
     });
     for event in TAGMANGO_SAMPLES {
@@ -762,11 +765,11 @@ async fn injected_produce_errors_and_a_slow_broker_lose_nothing_and_keep_per_key
 #[tokio::test]
 async fn shutdown_leaves_undelivered_events_in_the_spool_and_the_next_start_delivers_them() {
     let broker = PrivateBroker::start();
-    let config = TestConfig::new(&Options {
+    let mut config = TestConfig::new(&Options {
         shutdown_timeout_ms: 2_000,
         ..spool_options(&broker.address)
     });
-    let (mut relay, address) = crate::helpers::start_relay_process(&config).await;
+    let (mut relay, address) = crate::helpers::start_relay_process(&mut config).await;
     broker.pause();
     let (accepted, refused) = post_many(&format!("http://{address}"), 200, 10).await;
     assert!(refused.is_empty(), "{refused:?}");

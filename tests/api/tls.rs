@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::{read_records, sample, spawn_app_with, Options, TestApp, TOKEN};
+use hookrelay::settings::TlsSettings;
+
+use crate::helpers::{
+    read_records, sample, spawn_from_config, Options, TestApp, TestConfig, TOKEN,
+};
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, with its key, as PEM.
 struct Identity {
@@ -52,15 +56,12 @@ fn install(dir: &Path, identity: &Identity) -> (PathBuf, PathBuf) {
 /// A relay serving HTTPS with `identity`, whose files are in `dir` (returned: to replace them).
 async fn spawn_https_app(dir: &Path, identity: &Identity) -> (TestApp, PathBuf, PathBuf) {
     let (cert, key) = install(dir, identity);
-    let app = spawn_app_with(Options {
-        server_extra: format!(
-            "tls = {{ cert = \"file:{}\", key = \"file:{}\" }}",
-            cert.display(),
-            key.display()
-        ),
-        ..Options::default()
-    })
-    .await;
+    let mut config = TestConfig::new(&Options::default());
+    config.settings.server.tls = Some(TlsSettings {
+        cert: format!("file:{}", cert.display()),
+        key: format!("file:{}", key.display()),
+    });
+    let app = spawn_from_config(config).await;
     (app, cert, key)
 }
 
