@@ -1,7 +1,7 @@
 //! The test harness: a real Kafka-protocol broker (tansu) started once per test binary on a free
-//! port, relays spawned in-process from typed `Settings` on ports the system chooses (port 0) with
-//! a unique topic prefix per test (a TOML file is written from them for reloads and the CLI), and readers
-//! for what arrived in Kafka.
+//! port, relays spawned in-process from typed `Settings` on ports the system chooses (port 0)
+//! with a unique topic prefix per test (a TOML file is written from the settings for reloads and
+//! the CLI), and readers for what arrived in Kafka.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
