@@ -497,6 +497,7 @@ fn open_spool(
     };
     std::fs::create_dir_all(dir).map_err(error)?;
     let windows = (!idempotency.is_empty()).then(|| idempotency.clone());
+    let started = std::time::Instant::now();
     // Opening takes the spool directory's lock: only then may the idempotency log beside it be
     // compacted (a second relay started on the same directory fails here, leaving it alone).
     let (spool, parts, recovery) = Spool::open(
@@ -516,6 +517,7 @@ fn open_spool(
         bytes = recovery.bytes,
         checkpoint = recovery.checkpoint,
         truncated_bytes = recovery.truncated_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "spool opened"
     );
     Ok((spool, parts))
