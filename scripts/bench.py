@@ -3,7 +3,10 @@
 After the servers, a backlog phase (--backlog N, default 500 000, 0 skips it): the broker is
 paused (SIGSTOP) while N records are spooled, then resumed; it reports how fast the forwarder
 empties the spool against memory mode's peak, and the latency of live traffic at half the spool's
-peak meanwhile.
+peak meanwhile. Then a recovery phase (--recovery-mib N, default 1024, 0 skips it): a spool of N MiB
+of TagMango records is written (examples/spool_fill, which also times reopening it warm and with
+the page cache dropped), the relay is started on it and drains it into Kafka: its own recovery time
+(the `spool opened` log line), the drain rate and its peak RSS while it holds the backlog.
 
 For the bare server and the relay in each ack mode it measures, in one run on this machine:
 phase 1, the maximum throughput with keep-alive connections for a fixed duration (requests/s,
@@ -29,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # RELAY_BIN compares another build (an A/B run of two commits).
 RELAY = os.environ.get("RELAY_BIN", os.path.join(ROOT, "target/release/hookrelay"))
 BARE = os.path.join(ROOT, "target/release/examples/bare_ingress")
+FILL = os.path.join(ROOT, "target/release/examples/spool_fill")
 SAMPLE = os.path.join(ROOT, "samples/tagmango/course.completed.50.json")
 TOKEN = "bench-token"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -330,6 +334,51 @@ def run_backlog(args, brokers, broker, live_rate):
     }
 
 
+def run_recovery(args, brokers):
+    """The recovery phase: a spool of `args.recovery_mib` MiB written ahead, then the relay
+    started on it: recovery time, drain rate, peak RSS."""
+    port, admin_port = free_port(), free_port()
+    workdir = tempfile.mkdtemp(prefix="hookrelay-bench-recovery-", dir=args.spool_dir)
+    spool_dir = os.path.join(workdir, "spool")
+    prefix = f"bench{int(time.time())}recovery"
+    topic = f"{prefix}.tagmango.course.completed.50"
+    filled = json.loads(subprocess.run([FILL, spool_dir, topic, str(args.recovery_mib)],
+                                       capture_output=True, text=True, check=True).stdout)
+    config = os.path.join(ROOT, "config/hookrelay.toml")
+    env = relay_env("spool", brokers, port, admin_port, spool_dir, prefix)
+    env["HOOKRELAY__DELIVERY__SPOOL_MAX_BYTES"] = str(4 << 30)
+    env["HOOKRELAY__TELEMETRY__LEVEL"] = "info"
+    env["HOOKRELAY__TELEMETRY__FORMAT"] = "json"
+    log_path = os.path.join(workdir, "relay.log")
+    log = open(log_path, "w")
+    started = time.time()
+    process = subprocess.Popen([RELAY, "serve", "--config", config], env=env, stdout=log, stderr=log)
+    wait_port(port)
+    listening = time.time() - started
+    deadline = started + 900
+    while time.time() < deadline and (metric(admin_port, "hookrelay_spool_records") or 0) > 0:
+        time.sleep(0.2)
+    drained = time.time() - started
+    rss = peak_rss_mib(process.pid)
+    exit_code = stop(process)
+    opened = None
+    with open(log_path) as lines:
+        for line in lines:
+            if '"spool opened"' in line:
+                opened = json.loads(line).get("elapsed_ms")
+    delivered = topic_count(config, env, topic)
+    shutil.rmtree(workdir, ignore_errors=True)
+    gib = filled["bytes"] / (1 << 30)
+    return {
+        "records": filled["records"], "gib": gib, "fill_rps": filled["records"] / filled["fill_seconds"],
+        "warm_per_gib": filled["warm_seconds_per_gib"], "cold_per_gib": filled["cold_seconds_per_gib"],
+        "relay_open_per_gib": (opened / 1000 / gib) if opened is not None else None,
+        "listening_secs": listening, "drain_secs": drained, "drain_rps": filled["records"] / drained,
+        "rss": rss, "lossless": delivered >= filled["records"] and exit_code == 0,
+        "delivered": f"{delivered} in Kafka, {filled['records']} spooled",
+    }
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
@@ -339,6 +388,8 @@ def main():
                         help="servers to load; NAME-tls is NAME over HTTPS, compared with bare-tls")
     parser.add_argument("--backlog", type=int, default=500_000,
                         help="records for the backlog phase (broker paused, then resumed); 0 skips it")
+    parser.add_argument("--recovery-mib", type=int, default=1024,
+                        help="MiB of spool for the recovery phase (relay started on it); 0 skips it")
     parser.add_argument("--spool-dir", default=None,
                         help="directory for the spool (default: the system's temporary directory)")
     args = parser.parse_args()
@@ -364,6 +415,10 @@ def main():
             peak = next((row for name in ("spool", "memory") for row in rows if row["name"] == name), None)
             live_rate = 0.5 * (peak["rps"] if peak else 10_000)
             backlog = run_backlog(args, f"127.0.0.1:{broker_port}", broker, live_rate)
+        recovery = None
+        if args.recovery_mib:
+            print(f"==> recovery of {args.recovery_mib} MiB", file=sys.stderr)
+            recovery = run_recovery(args, f"127.0.0.1:{broker_port}")
     finally:
         broker.kill()
         broker.wait()
@@ -408,12 +463,24 @@ def main():
                       f"live traffic at {backlog['live_rate']:.0f}/s meanwhile: p50 {backlog['live_p50']:.2f} ms, "
                       f"p99 {backlog['live_p99']:.2f} ms; peak RSS {backlog['rss']:.1f} MiB; "
                       f"{'no loss' if backlog['lossless'] else '**LOSS**'} ({backlog['delivered']})."]
+    if recovery:
+        cold = (f"{recovery['cold_per_gib']:.2f} s" if recovery["cold_per_gib"] is not None
+                else "not measured (dropping the page cache needs root)")
+        opened = (f"{recovery['relay_open_per_gib']:.2f} s" if recovery["relay_open_per_gib"] is not None
+                  else "not logged")
+        lines += ["", f"Recovery: a spool of {recovery['gib']:.2f} GiB ({recovery['records']} records, written at "
+                      f"{recovery['fill_rps']:.0f}/s by 64 appenders) reopens in {recovery['warm_per_gib']:.2f} s per GiB "
+                      f"from the page cache, {cold} per GiB cold; the relay started on it opened it in {opened} per GiB "
+                      f"and listened after {recovery['listening_secs']:.2f} s; it drained it in {recovery['drain_secs']:.1f} s "
+                      f"({recovery['drain_rps']:.0f} records/s) with a peak RSS of {recovery['rss']:.1f} MiB; "
+                      f"{'no loss' if recovery['lossless'] else '**LOSS**'} ({recovery['delivered']})."]
     table = "\n".join(lines)
     os.makedirs(os.path.join(ROOT, "target/bench"), exist_ok=True)
     with open(os.path.join(ROOT, "target/bench/results.md"), "w") as f:
         f.write(table + "\n")
     print(table)
-    if not all(row.get("lossless", True) for row in rows) or (backlog and not backlog["lossless"]):
+    if (not all(row.get("lossless", True) for row in rows) or (backlog and not backlog["lossless"])
+            or (recovery and not recovery["lossless"])):
         sys.exit(1)
 
 
