@@ -305,6 +305,7 @@ def run_backlog(args, brokers, broker, live_rate):
         backlog = metric(admin_port, "hookrelay_spool_records") or 0
     finally:
         broker.send_signal(signal.SIGCONT)
+    fsyncs_before = slow_fsyncs(admin_port)
     started = time.time()
     live = subprocess.Popen(
         ["oha", "--no-tui", "--output-format", "json", "-z", f"{args.duration}s", "-c", str(args.connections),
@@ -318,6 +319,7 @@ def run_backlog(args, brokers, broker, live_rate):
     while time.time() < deadline and (metric(admin_port, "hookrelay_spool_records") or 0) > settled:
         time.sleep(0.1)
     drained = time.time() - started
+    fsyncs_after = slow_fsyncs(admin_port)
     live_report = json.loads(live.communicate()[0])
     rss = peak_rss_mib(process.pid)
     accepted = int(metric(admin_port, 'hookrelay_events_accepted_total{source="tagmango"}') or 0)
@@ -331,6 +333,7 @@ def run_backlog(args, brokers, broker, live_rate):
         "live_p50": percentiles.get("p50", 0) * 1000, "live_p99": percentiles.get("p99", 0) * 1000,
         "rss": rss, "lossless": delivered >= accepted and exit_code == 0,
         "delivered": f"{delivered} in Kafka, {accepted} accepted",
+        "slow_fsyncs": tuple(after - before for before, after in zip(fsyncs_before, fsyncs_after)),
     }
 
 
@@ -461,7 +464,9 @@ def main():
                       f"(at {backlog['fill_rps']:.0f}/s); after it resumed the spool was empty in "
                       f"{backlog['drain_secs']:.1f} s: {backlog['drain_rps']:.0f} records/s{versus}; "
                       f"live traffic at {backlog['live_rate']:.0f}/s meanwhile: p50 {backlog['live_p50']:.2f} ms, "
-                      f"p99 {backlog['live_p99']:.2f} ms; peak RSS {backlog['rss']:.1f} MiB; "
+                      f"p99 {backlog['live_p99']:.2f} ms (group commits over 5 ms while draining: "
+                      f"{backlog['slow_fsyncs'][0]:.0f}, over 25 ms: {backlog['slow_fsyncs'][1]:.0f}); "
+                      f"peak RSS {backlog['rss']:.1f} MiB; "
                       f"{'no loss' if backlog['lossless'] else '**LOSS**'} ({backlog['delivered']})."]
     if recovery:
         cold = (f"{recovery['cold_per_gib']:.2f} s" if recovery["cold_per_gib"] is not None

@@ -28,6 +28,7 @@ pub mod ingress;
 pub mod json;
 pub mod metrics;
 pub mod names;
+pub mod priority;
 pub mod publisher;
 pub mod record;
 pub mod register;

@@ -413,6 +413,9 @@ pub struct Publisher {
     metadata: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
     client_config: ClientConfig,
     state: ProducerState,
+    /// No request waits for the producer (every source acknowledges at the spool): its threads,
+    /// and those of its replacements, run at background priority ([`crate::priority`]).
+    background: bool,
 }
 
 /// Records a producer being torn down (replaced) gave back unsent.
@@ -451,7 +454,13 @@ impl Publisher {
             progress: Arc::new(DrainRate::new()),
             unacknowledged_memory: Arc::new(AtomicU64::new(0)),
         };
-        let producer = client_config.create_with_context(state.context(0))?;
+        let background = config.only_spool();
+        let create = || client_config.create_with_context(state.context(0));
+        let producer = if background {
+            crate::priority::create_in_background(create)?
+        } else {
+            create()?
+        };
         let metadata = client_config
             .clone()
             .set("enable.idempotence", "false")
@@ -462,6 +471,7 @@ impl Publisher {
             metadata,
             client_config,
             state,
+            background,
         })
     }
 
@@ -472,11 +482,16 @@ impl Publisher {
     pub fn start_repairer(self: &Arc<Self>) -> std::io::Result<Repairer> {
         let stop = Arc::new(AtomicBool::new(false));
         let publisher = Arc::downgrade(self);
+        let background = self.background;
         let thread = std::thread::Builder::new()
             .name("kafka-repair".to_owned())
             .spawn({
                 let stop = stop.clone();
                 move || {
+                    if background {
+                        // The producers it creates inherit its priority.
+                        crate::priority::lower_current_thread();
+                    }
                     while !stop.load(Ordering::Acquire) {
                         let Some(publisher) = publisher.upgrade() else {
                             return;

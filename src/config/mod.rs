@@ -135,6 +135,14 @@ impl Config {
             .iter()
             .any(|source| source.ack == AckMode::Spool)
     }
+
+    /// Every source acknowledges at the spool: no request waits for the Kafka producer, whose
+    /// threads may then run as background work ([`crate::priority`]).
+    pub fn only_spool(&self) -> bool {
+        self.sources
+            .iter()
+            .all(|source| source.ack == AckMode::Spool)
+    }
 }
 
 /// `[server]`: listeners apart, limits above zero, proxies parsed, the TLS files read.

@@ -168,7 +168,11 @@ pub(super) fn spawn(
     };
     let thread = std::thread::Builder::new()
         .name("spool-forwarder".to_owned())
-        .spawn(move || forwarder.run(receiver))?;
+        .spawn(move || {
+            // Its sender has its answer: forwarding gives way to live requests (crate::priority).
+            crate::priority::lower_current_thread();
+            forwarder.run(receiver)
+        })?;
     Ok(Handle { events, thread })
 }
 
@@ -543,13 +547,21 @@ impl Forwarder {
     /// Retires (keeps as the spare, or deletes) segments whose records are all below the
     /// persisted checkpoint.
     fn reclaim(&self) {
-        let mut segments = self
-            .shared
-            .segments
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        while segments.len() > 1 && segments[1] <= self.persisted {
-            let first = segments.remove(0);
+        let delivered: Vec<u64> = {
+            let mut segments = self
+                .shared
+                .segments
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let count = segments
+                .iter()
+                .skip(1)
+                .take_while(|&&next| next <= self.persisted)
+                .count();
+            segments.drain(..count).collect()
+        };
+        // Without the segments' lock: the writer takes it to roll to a new segment.
+        for first in delivered {
             if let Err(error) = self.shared.retire(first) {
                 tracing::warn!(%error, "spool: cannot retire a delivered segment");
             }

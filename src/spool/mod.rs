@@ -7,6 +7,7 @@
 //! - `checkpoint`: every record with a lower sequence number has been acknowledged by Kafka;
 //! - `idempotency.log`: the deduplication window (see [`crate::idempotency`]);
 //! - `spare`: a delivered segment kept for reuse as the next segment (see below);
+//! - `NNNNNNNNNNNNNNNNNNNN.retired`: a delivered segment being deleted, a few MiB at a time;
 //! - `lock`: held (flock) by the running relay, so two relays never share a spool.
 //!
 //! Durability: the [`writer`] appends the records of every request waiting at that moment in one
@@ -152,21 +153,28 @@ impl Shared {
         segment_path(&self.dir, first_seq)
     }
 
-    /// Retires a delivered segment: kept as the spare when there is none, else deleted.
+    /// Retires a delivered segment: kept as the spare when there is none, else deleted a step
+    /// at a time ([`delete_in_steps`]).
     fn retire(&self, first_seq: u64) -> io::Result<()> {
         let path = self.segment_path(first_seq);
-        let mut spare = self
-            .spare
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        // Not one sized for other settings (a larger spool before a restart).
-        let oversized = fs::metadata(&path)?.len() > self.segment_bytes + writer::PREWRITE_STEP;
-        if *spare || oversized {
-            return fs::remove_file(&path);
-        }
-        fs::rename(&path, self.dir.join(SPARE))?;
-        *spare = true;
-        Ok(())
+        let retired = {
+            let mut spare = self
+                .spare
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            // Not one sized for other settings (a larger spool before a restart).
+            let oversized = fs::metadata(&path)?.len() > self.segment_bytes + writer::PREWRITE_STEP;
+            if !*spare && !oversized {
+                fs::rename(&path, self.dir.join(SPARE))?;
+                *spare = true;
+                return Ok(());
+            }
+            // Out of the segments' names at once (recovery never reads it again), deleted after.
+            let retired = path.with_extension(RETIRED);
+            fs::rename(&path, &retired)?;
+            retired
+        };
+        delete_in_steps(&retired)
     }
 
     /// Renames the spare, if there is one, to be the segment starting at `first_seq`; returns
@@ -380,7 +388,8 @@ impl SpoolThreads {
 }
 
 /// Creates the directory and takes its lock (one relay per spool); drops a spare left by an
-/// earlier run, which may be sized for other settings.
+/// earlier run, which may be sized for other settings, and what it left of segments it was
+/// deleting.
 fn lock_dir(dir: &Path) -> io::Result<File> {
     fs::create_dir_all(dir)?;
     let lock = OpenOptions::new()
@@ -397,6 +406,7 @@ fn lock_dir(dir: &Path) -> io::Result<File> {
             ),
         )
     })?;
+    remove_retired(dir)?;
     match fs::remove_file(dir.join(SPARE)) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
         _ => Ok(lock),
@@ -422,6 +432,44 @@ fn past_lost_records(dir: &Path, next_seq: u64) -> io::Result<u64> {
 
 /// The file name of the spare segment.
 const SPARE: &str = "spare";
+
+/// The extension of a delivered segment being deleted ([`delete_in_steps`]).
+const RETIRED: &str = "retired";
+
+/// How much of a retired segment one step frees.
+const DELETE_STEP: u64 = 4 * 1024 * 1024;
+
+/// Deletes a file by cutting [`DELETE_STEP`] bytes off its end at a time, each cut made durable
+/// before the next. Freeing a whole segment at once puts all its blocks in one ext4 journal
+/// commit, and with the `discard` mount option that commit, and every `fdatasync` of the spool's
+/// writer waiting on it, lasts as long as the device takes to discard them all: request latency
+/// jumped to 50–80 ms for 100–250 ms at each segment deleted while a backlog drained. In steps,
+/// each commit frees a few MiB (docs/benchmarks.md, *Backlog*).
+fn delete_in_steps(path: &Path) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    let mut len = file.metadata()?.len();
+    while len > 0 {
+        len = len.saturating_sub(DELETE_STEP);
+        file.set_len(len)?;
+        file.sync_all()?;
+    }
+    drop(file);
+    fs::remove_file(path)
+}
+
+/// Removes what a run that stopped while deleting segments left of them.
+fn remove_retired(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path
+            .extension()
+            .is_some_and(|extension| extension == RETIRED)
+        {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))

@@ -228,6 +228,39 @@ fn a_rolled_segment_that_ends_in_zeros_is_read_through() {
 }
 
 #[test]
+fn a_delivered_segment_beyond_the_spare_is_deleted_and_a_half_deleted_one_is_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = |n: u32| vec![b'a' + (n % 26) as u8; 500 + (n as usize * 37) % 900];
+    let values: Vec<Vec<u8>> = (0..900).map(record).collect();
+    append_all(dir.path(), 1 << 20, &values);
+    let (spool, parts, _) = Spool::open(dir.path(), 1 << 20, &Metrics::new(), None).unwrap();
+    let segments = spool.shared.segments.lock().unwrap().clone();
+    assert!(segments.len() >= 4, "segments: {segments:?}");
+    write_checkpoint(dir.path(), segments[2]).unwrap();
+    spool.shared.segments.lock().unwrap().drain(..2);
+    spool.shared.retire(segments[0]).unwrap();
+    spool.shared.retire(segments[1]).unwrap();
+    assert!(dir.path().join(SPARE).exists(), "the first is the spare");
+    for first in &segments[..2] {
+        let path = segment_path(dir.path(), *first);
+        assert!(!path.exists() && !path.with_extension(RETIRED).exists());
+    }
+    spool.close();
+    let _ = parts.writer.join();
+    drop(parts.lock);
+
+    // A run stopped while it was deleting a segment: what is left goes at the next open, and
+    // the records after it are all there.
+    let left = segment_path(dir.path(), segments[1]).with_extension(RETIRED);
+    std::fs::write(&left, vec![7u8; 3 << 20]).unwrap();
+    let (spool, parts, recovery) = Spool::open(dir.path(), 1 << 20, &Metrics::new(), None).unwrap();
+    assert!(!left.exists());
+    assert_eq!(recovery.records, values.len() as u64 - segments[2]);
+    spool.close();
+    let _ = parts.writer.join();
+}
+
+#[test]
 fn a_delivered_segment_is_reused_as_the_next_one_and_its_old_records_never_read() {
     let dir = tempfile::tempdir().unwrap();
     // Records of varied sizes, so that new frames do not line up with the old ones.
