@@ -11,7 +11,7 @@
 
 /// Steps added to the nice value of background threads (10: about a tenth of a busy core's time
 /// against a thread at the relay's own value).
-pub const BACKGROUND_NICE: i32 = 10;
+pub const BACKGROUND_NICE: i32 = 19;
 
 /// Makes the calling thread (and the threads it starts from now on) nicer by
 /// [`BACKGROUND_NICE`]. Lowering one's priority is always allowed; a failure is logged and ignored.
