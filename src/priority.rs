@@ -9,8 +9,9 @@
 //! On Linux a thread's nice value is its own, and the threads it starts inherit it; librdkafka's
 //! threads are started by the thread that creates the producer.
 
-/// Steps added to the nice value of background threads (10: about a tenth of a busy core's time
-/// against a thread at the relay's own value).
+/// Steps added to the nice value of background threads, up to the lowest priority (19): such a
+/// thread gets about 1.5 % of a core that a thread at nice 0 wants. Against 10, measured in
+/// docs/benchmarks.md (*Backlog*): the drain as fast, live latency while draining lower.
 pub const BACKGROUND_NICE: i32 = 19;
 
 /// Makes the calling thread (and the threads it starts from now on) nicer by
