@@ -7,6 +7,10 @@
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 
+/// The relay's allocator, so that the comparison is of the work, not of the allocators.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 async fn receive(body: web::Bytes) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")

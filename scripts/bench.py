@@ -358,10 +358,11 @@ def run_recovery(args, brokers):
     process = subprocess.Popen([RELAY, "serve", "--config", config], env=env, stdout=log, stderr=log)
     wait_port(port)
     listening = time.time() - started
-    deadline = started + 900
+    # The drain is timed from when the relay listens (its spool is open by then).
+    deadline = time.time() + 900
     while time.time() < deadline and (metric(admin_port, "hookrelay_spool_records") or 0) > 0:
         time.sleep(0.2)
-    drained = time.time() - started
+    drained = time.time() - started - listening
     rss = peak_rss_mib(process.pid)
     exit_code = stop(process)
     opened = None
@@ -476,7 +477,7 @@ def main():
         lines += ["", f"Recovery: a spool of {recovery['gib']:.2f} GiB ({recovery['records']} records, written at "
                       f"{recovery['fill_rps']:.0f}/s by 64 appenders) reopens in {recovery['warm_per_gib']:.2f} s per GiB "
                       f"from the page cache, {cold} per GiB cold; the relay started on it opened it in {opened} per GiB "
-                      f"and listened after {recovery['listening_secs']:.2f} s; it drained it in {recovery['drain_secs']:.1f} s "
+                      f"and listened after {recovery['listening_secs']:.2f} s; it then drained it in {recovery['drain_secs']:.1f} s "
                       f"({recovery['drain_rps']:.0f} records/s) with a peak RSS of {recovery['rss']:.1f} MiB; "
                       f"{'no loss' if recovery['lossless'] else '**LOSS**'} ({recovery['delivered']})."]
     table = "\n".join(lines)

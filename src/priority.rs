@@ -4,15 +4,17 @@
 //! a free core. So the spool's forwarder, and the Kafka producer's threads when every source
 //! acknowledges at the spool, run [`BACKGROUND_NICE`] steps nicer than the request path: when the
 //! cores are busy (draining a backlog after an outage), live requests go first, and when they are
-//! idle the background work runs at full speed. Measured: docs/benchmarks.md, *Backlog*.
+//! idle the background work runs at full speed. Measured: docs/benchmarks.md, *Backlog and recovery*.
 //!
 //! On Linux a thread's nice value is its own, and the threads it starts inherit it; librdkafka's
 //! threads are started by the thread that creates the producer.
 
-/// Steps added to the nice value of background threads, up to the lowest priority (19): such a
-/// thread gets about 1.5 % of a core that a thread at nice 0 wants. Against 10, measured in
-/// docs/benchmarks.md (*Backlog*): the drain as fast, live latency while draining lower.
-pub const BACKGROUND_NICE: i32 = 19;
+/// Steps added to the nice value of background threads: at +10 such a thread weighs a tenth of a
+/// thread at the relay's own value when both want a core. +19 (a seventieth) measured a little
+/// lower live latency while draining (docs/benchmarks.md, *Backlog and recovery*) but left the
+/// forwarder almost nothing while the request path keeps the cores busy (a flood of requests,
+/// even unauthenticated ones), so that the spool would fill and refuse senders.
+pub const BACKGROUND_NICE: i32 = 10;
 
 /// Makes the calling thread (and the threads it starts from now on) nicer by
 /// [`BACKGROUND_NICE`]. Lowering one's priority is always allowed; a failure is logged and ignored.
@@ -27,17 +29,32 @@ pub fn lower_current_thread() {
 }
 
 /// Runs `create` on a thread of background priority, so that the threads it starts (librdkafka's)
-/// inherit it; returns what it returned.
+/// inherit it; returns what it returned. When no thread can be started, `create` runs here, at
+/// the caller's priority.
 pub fn create_in_background<T: Send>(create: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                lower_current_thread();
-                create()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
+    let create = std::sync::Mutex::new(Some(create));
+    let take = || {
+        create
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take()
+    };
+    let created = std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new().spawn_scoped(scope, || {
+            lower_current_thread();
+            take().map(|create| create())
+        });
+        match spawned {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(error) => {
+                tracing::debug!(%error, "cannot start a background thread");
+                None
+            }
+        }
+    });
+    created.unwrap_or_else(|| (take().expect("not run yet"))())
 }
 
 #[cfg(test)]

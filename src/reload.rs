@@ -167,6 +167,13 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<String> {
     check("telemetry.format", a.format != b.format);
     check("telemetry.level", a.level != b.level);
     for source in &new.sources {
+        // While every source acknowledged at the spool, the producer's threads were started at
+        // background priority (crate::priority); a source that waits for Kafka needs them at the
+        // relay's own.
+        check(
+            &format!("sources.{}.ack", source.name),
+            running.only_spool() && source.ack != crate::settings::AckMode::Spool,
+        );
         let before = running
             .sources
             .iter()

@@ -7,7 +7,8 @@
 //! - `checkpoint`: every record with a lower sequence number has been acknowledged by Kafka;
 //! - `idempotency.log`: the deduplication window (see [`crate::idempotency`]);
 //! - `spare`: a delivered segment kept for reuse as the next segment (see below);
-//! - `NNNNNNNNNNNNNNNNNNNN.retired`: a delivered segment being deleted, a few MiB at a time;
+//! - `NNNNNNNNNNNNNNNNNNNN.retired`: a delivered segment being deleted, a few MiB at a time, by
+//!   the deleter thread;
 //! - `lock`: held (flock) by the running relay, so two relays never share a spool.
 //!
 //! Durability: the [`writer`] appends the records of every request waiting at that moment in one
@@ -101,6 +102,8 @@ pub struct Shared {
     cut_backs: AtomicU64,
     failing: AtomicBool,
     drain: DrainRate,
+    /// Delivered segments to delete, for the deleter thread ([`spawn_deleter`]).
+    deleter: Mutex<mpsc::Sender<PathBuf>>,
 }
 
 impl Shared {
@@ -153,11 +156,12 @@ impl Shared {
         segment_path(&self.dir, first_seq)
     }
 
-    /// Retires a delivered segment: kept as the spare when there is none, else deleted a step
-    /// at a time ([`delete_in_steps`]).
+    /// Retires a delivered segment: kept as the spare when there is none, else renamed out of
+    /// the segments' names at once (recovery never reads it again) and deleted a step at a time
+    /// by the deleter thread ([`delete_in_steps`]).
     fn retire(&self, first_seq: u64) -> io::Result<()> {
         let path = self.segment_path(first_seq);
-        let retired = {
+        {
             let mut spare = self
                 .spare
                 .lock()
@@ -169,12 +173,22 @@ impl Shared {
                 *spare = true;
                 return Ok(());
             }
-            // Out of the segments' names at once (recovery never reads it again), deleted after.
-            let retired = path.with_extension(RETIRED);
-            fs::rename(&path, &retired)?;
-            retired
-        };
-        delete_in_steps(&retired)
+        }
+        let retired = path.with_extension(RETIRED);
+        if let Err(error) = fs::rename(&path, &retired) {
+            // Not renamed: deleted at once rather than left behind, out of the segments' list.
+            tracing::warn!(%error, path = %path.display(), "spool: cannot rename a delivered segment; deleting it at once");
+            return fs::remove_file(&path);
+        }
+        let sent = self
+            .deleter
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .send(retired);
+        if let Err(mpsc::SendError(retired)) = sent {
+            delete_now(&retired);
+        }
+        Ok(())
     }
 
     /// Renames the spare, if there is one, to be the segment starting at `first_seq`; returns
@@ -271,6 +285,7 @@ impl Spool {
             cut_backs: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             drain: DrainRate::new(),
+            deleter: Mutex::new(spawn_deleter(dir)?),
         });
         let (sender, receiver) = mpsc::channel();
         let (events, events_receiver) = mpsc::channel();
@@ -444,7 +459,7 @@ const DELETE_STEP: u64 = 4 * 1024 * 1024;
 /// commit, and with the `discard` mount option that commit, and every `fdatasync` of the spool's
 /// writer waiting on it, lasts as long as the device takes to discard them all: request latency
 /// jumped to 50–80 ms for 100–250 ms at each segment deleted while a backlog drained. In steps,
-/// each commit frees a few MiB (docs/benchmarks.md, *Backlog*).
+/// each commit frees a few MiB (docs/benchmarks.md, *Backlog and recovery*).
 fn delete_in_steps(path: &Path) -> io::Result<()> {
     let file = OpenOptions::new().write(true).open(path)?;
     let mut len = file.metadata()?.len();
@@ -457,7 +472,38 @@ fn delete_in_steps(path: &Path) -> io::Result<()> {
     fs::remove_file(path)
 }
 
-/// Removes what a run that stopped while deleting segments left of them.
+/// Deletes `path` in steps; failing that (no file descriptor left, an I/O error), at once.
+fn delete_now(path: &Path) {
+    if let Err(error) = delete_in_steps(path) {
+        tracing::warn!(%error, path = %path.display(), "spool: cannot delete a delivered segment in steps; deleting it at once");
+        if let Err(error) = fs::remove_file(path) {
+            tracing::warn!(%error, path = %path.display(), "spool: cannot delete a delivered segment; it goes at the next start");
+        }
+    }
+}
+
+/// The thread that deletes retired segments, at background priority (a deletion waits on journal
+/// commits; the forwarder does not). It stops when the spool is dropped.
+fn spawn_deleter(dir: &Path) -> io::Result<mpsc::Sender<PathBuf>> {
+    let (sender, receiver) = mpsc::channel::<PathBuf>();
+    let dir = dir.to_owned();
+    std::thread::Builder::new()
+        .name("spool-deleter".to_owned())
+        .spawn(move || {
+            crate::priority::lower_current_thread();
+            for retired in receiver {
+                // The rename first: a restart then finds the `.retired` name, never a cut segment.
+                if let Err(error) = sync_dir(&dir) {
+                    tracing::warn!(%error, "spool: cannot sync the spool directory");
+                }
+                delete_now(&retired);
+            }
+        })?;
+    Ok(sender)
+}
+
+/// Removes what a run that stopped while deleting segments left of them; what cannot be removed
+/// is logged and left (it is not a segment).
 fn remove_retired(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
@@ -465,7 +511,9 @@ fn remove_retired(dir: &Path) -> io::Result<()> {
             .extension()
             .is_some_and(|extension| extension == RETIRED)
         {
-            fs::remove_file(&path)?;
+            if let Err(error) = fs::remove_file(&path) {
+                tracing::warn!(%error, path = %path.display(), "spool: cannot remove what was left of a delivered segment");
+            }
         }
     }
     Ok(())

@@ -241,10 +241,16 @@ fn a_delivered_segment_beyond_the_spare_is_deleted_and_a_half_deleted_one_is_rem
     spool.shared.retire(segments[0]).unwrap();
     spool.shared.retire(segments[1]).unwrap();
     assert!(dir.path().join(SPARE).exists(), "the first is the spare");
-    for first in &segments[..2] {
-        let path = segment_path(dir.path(), *first);
-        assert!(!path.exists() && !path.with_extension(RETIRED).exists());
+    // The second is deleted by the deleter thread.
+    let gone = |first: u64| {
+        let path = segment_path(dir.path(), first);
+        !path.exists() && !path.with_extension(RETIRED).exists()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gone(segments[1]) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
+    assert!(gone(segments[0]) && gone(segments[1]));
     spool.close();
     let _ = parts.writer.join();
     drop(parts.lock);

@@ -287,16 +287,31 @@ pub async fn spawn_signed_relay() -> SignedRelay {
 pub async fn spawn_signed_relay_with(edit: impl Fn(&mut SourceSettings)) -> SignedRelay {
     let secrets = tempfile::tempdir().unwrap();
     let prefix = unique_prefix();
+    let config = signed_relay_config(secrets.path(), &prefix, edit);
+    let app = spawn_from_config(config).await;
+    SignedRelay {
+        app,
+        prefix,
+        _secrets: secrets,
+    }
+}
+
+/// The TagMango source, one source per sender and `basic`, their secrets in `dir`.
+fn signed_relay_config(
+    dir: &std::path::Path,
+    prefix: &str,
+    edit: impl Fn(&mut SourceSettings),
+) -> TestConfig {
     let mut config = TestConfig::new(&Options::default());
     let mut sources = Vec::new();
     for sender in SENDERS {
-        sources.push((sender.source(), sender.settings(secrets.path(), &prefix)));
+        sources.push((sender.source(), sender.settings(dir, prefix)));
     }
     let mut basic = SourceSettings::new(AuthSettings::Basic(BasicAuthSettings {
         user: BASIC_USER.to_owned(),
         secrets: vec![
-            secret_file(secrets.path(), "basic-old", OLD_SECRET),
-            secret_file(secrets.path(), "basic-new", NEW_SECRET),
+            secret_file(dir, "basic-old", OLD_SECRET),
+            secret_file(dir, "basic-new", NEW_SECRET),
         ],
     }));
     basic.topic = format!("{prefix}.{{source}}");
@@ -305,12 +320,36 @@ pub async fn spawn_signed_relay_with(edit: impl Fn(&mut SourceSettings)) -> Sign
         edit(&mut source);
         config.settings.sources.insert(name.to_owned(), source);
     }
-    let app = spawn_from_config(config).await;
-    SignedRelay {
-        app,
-        prefix,
-        _secrets: secrets,
-    }
+    config
+}
+
+/// Every auth scheme, and the other settings tests write, come back unchanged from the file the
+/// tests write for reloads and the CLI; so does the shipped configuration as tests adapt it.
+#[test]
+fn the_settings_tests_write_load_back_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = signed_relay_config(dir.path(), "it-round-trip", |source| {
+        source.rate_limit = Some(hookrelay::settings::RateLimitSettings {
+            per_second: 3,
+            burst: None,
+        });
+        source.allow_ips = Some(vec!["10.0.0.0/8".to_owned()]);
+        source.ack = Some(hookrelay::settings::AckMode::Memory);
+    });
+    config.settings.server.trusted_proxies = vec!["127.0.0.1".to_owned()];
+    config.settings.server.tls = Some(hookrelay::settings::TlsSettings {
+        cert: "file:/etc/hookrelay/cert.pem".to_owned(),
+        key: "file:/etc/hookrelay/key.pem".to_owned(),
+    });
+    config.settings.server.body_timeout_ms = Duration::from_millis(1_234);
+    config.settings.delivery.dead_letter_topic = Some("it-round-trip.dead".to_owned());
+    config
+        .settings
+        .kafka
+        .options
+        .insert("message.timeout.ms".to_owned(), "2000".to_owned());
+    config.assert_file_round_trips();
+    TestConfig::shipped("127.0.0.1:9092").assert_file_round_trips();
 }
 
 impl SignedRelay {

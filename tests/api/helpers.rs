@@ -380,6 +380,20 @@ impl TestConfig {
             .expect("a tagmango source")
     }
 
+    /// Writes the settings and reads the file back as the relay would: the settings must come
+    /// back unchanged (in-process relays are built from the settings, reloads and the CLI read
+    /// the file).
+    pub fn assert_file_round_trips(&self) {
+        self.save();
+        let loaded = Config::load_settings(&self.path).unwrap_or_else(|errors| panic!("{errors}"));
+        assert_eq!(
+            serde_json::to_value(&loaded).unwrap(),
+            serde_json::to_value(&self.settings).unwrap(),
+            "{}",
+            std::fs::read_to_string(&self.path).unwrap()
+        );
+    }
+
     /// Writes the settings to [`TestConfig::path`].
     pub fn save(&self) {
         let text = toml::to_string(&self.settings).expect("settings serialise to TOML");

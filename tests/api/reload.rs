@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hookrelay::settings::AckMode;
+
 use crate::helpers::{spawn_from_config, Options, TestConfig, TOKEN};
 
 const NEW_TOKEN: &str = "rotated-token-91c2";
@@ -154,6 +156,35 @@ async fn rotating_a_secret_with_sighup_fails_no_request_and_a_bad_file_changes_n
         metrics.contains("hookrelay_config_reload_success 0"),
         "{metrics}"
     );
+}
+
+/// While every source acknowledges at the spool the producer's threads run at background
+/// priority; a source moved to `broker` needs them at full priority, which only a restart gives.
+#[tokio::test]
+async fn a_source_leaving_the_spool_is_reported_as_needing_a_restart() {
+    let mut app = spawn_from_config(TestConfig::new(&Options {
+        ack: AckMode::Spool,
+        ..Options::default()
+    }))
+    .await;
+    app.config.tagmango().ack = Some(AckMode::Broker);
+    app.config.save();
+    let outcome: serde_json::Value = app
+        .client
+        .post(format!("{}/-/reload", app.admin_address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(outcome["status"], "reloaded");
+    assert_eq!(
+        outcome["restart_required"],
+        serde_json::json!(["sources.tagmango.ack"])
+    );
+    // It is served meanwhile, in broker mode.
+    app.accept_unique("course.completed.50").await;
 }
 
 #[tokio::test]
