@@ -547,6 +547,18 @@ impl TestApp {
     }
 
     /// A scrape of the admin listener's `/metrics`.
+    /// `POST /-/reload` on the admin listener; its JSON outcome.
+    pub async fn reload(&self) -> serde_json::Value {
+        self.client
+            .post(format!("{}/-/reload", self.admin_address))
+            .send()
+            .await
+            .expect("reload request")
+            .json()
+            .await
+            .expect("reload outcome")
+    }
+
     pub async fn metrics(&self) -> String {
         self.admin_get("/metrics")
             .await

@@ -169,15 +169,7 @@ async fn a_source_leaving_the_spool_is_reported_as_needing_a_restart() {
     .await;
     app.config.tagmango().ack = Some(AckMode::Broker);
     app.config.save();
-    let outcome: serde_json::Value = app
-        .client
-        .post(format!("{}/-/reload", app.admin_address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let outcome = app.reload().await;
     assert_eq!(outcome["status"], "reloaded");
     assert_eq!(
         outcome["restart_required"],

@@ -65,18 +65,6 @@ async fn spawn_https_app(dir: &Path, identity: &Identity) -> (TestApp, PathBuf, 
     (app, cert, key)
 }
 
-/// `POST /-/reload` on the admin listener; its JSON outcome.
-async fn reload(app: &TestApp) -> serde_json::Value {
-    app.client
-        .post(format!("{}/-/reload", app.admin_address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// A client that trusts exactly the given certificates and reports the one it was served.
 fn client_trusting(identities: &[&Identity]) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
@@ -174,7 +162,7 @@ async fn events_sent_over_https_reach_kafka_and_a_renewed_certificate_serves_new
 
     // Renewed files, then a reload: new connections get the new certificate ...
     install(files.path(), &second);
-    let outcome = reload(&app).await;
+    let outcome = app.reload().await;
     assert_eq!(outcome["status"], "reloaded", "{outcome}");
     assert_eq!(
         outcome["restart_required"],
@@ -209,7 +197,7 @@ async fn events_sent_over_https_reach_kafka_and_a_renewed_certificate_serves_new
     let third = new_identity();
     std::fs::write(&cert, &third.cert).unwrap();
     std::fs::write(&key, &second.key).unwrap();
-    let outcome = reload(&app).await;
+    let outcome = app.reload().await;
     assert_eq!(outcome["status"], "failed", "{outcome}");
     let reason = outcome["reason"].as_str().unwrap();
     assert!(
