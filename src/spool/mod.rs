@@ -103,7 +103,7 @@ pub struct Shared {
     failing: AtomicBool,
     drain: DrainRate,
     /// Delivered segments to delete, for the deleter thread ([`spawn_deleter`]).
-    deleter: Mutex<mpsc::Sender<PathBuf>>,
+    deleter: mpsc::Sender<PathBuf>,
 }
 
 impl Shared {
@@ -180,12 +180,7 @@ impl Shared {
             tracing::warn!(%error, path = %path.display(), "spool: cannot rename a delivered segment; deleting it at once");
             return fs::remove_file(&path);
         }
-        let sent = self
-            .deleter
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .send(retired);
-        if let Err(mpsc::SendError(retired)) = sent {
+        if let Err(mpsc::SendError(retired)) = self.deleter.send(retired) {
             delete_now(&retired);
         }
         Ok(())
@@ -285,7 +280,7 @@ impl Spool {
             cut_backs: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             drain: DrainRate::new(),
-            deleter: Mutex::new(spawn_deleter(dir)?),
+            deleter: spawn_deleter(dir)?,
         });
         let (sender, receiver) = mpsc::channel();
         let (events, events_receiver) = mpsc::channel();
