@@ -34,6 +34,7 @@ RELAY = os.environ.get("RELAY_BIN", os.path.join(ROOT, "target/release/hookrelay
 BARE = os.path.join(ROOT, "target/release/examples/bare_ingress")
 FILL = os.path.join(ROOT, "target/release/examples/spool_fill")
 SAMPLE = os.path.join(ROOT, "samples/tagmango/course.completed.50.json")
+CONFIG = os.path.join(ROOT, "config/hookrelay.toml")
 TOKEN = "bench-token"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -140,6 +141,12 @@ def stop(process):
         return process.wait()
 
 
+def start_relay(env, workdir):
+    """`hookrelay serve` with the shipped configuration and `env`, its log in `workdir`."""
+    log = open(os.path.join(workdir, "relay.log"), "w")
+    return subprocess.Popen([RELAY, "serve", "--config", CONFIG], env=env, stdout=log, stderr=log)
+
+
 def relay_env(mode, brokers, port, admin_port, spool_dir, prefix):
     env = dict(os.environ)
     env.update({
@@ -164,9 +171,9 @@ def relay_env(mode, brokers, port, admin_port, spool_dir, prefix):
     return env
 
 
-def topic_count(config, env, topic):
+def topic_count(env, topic):
     result = subprocess.run(
-        [RELAY, "tail", "--config", config, "--topic", topic, "--count"],
+        [RELAY, "tail", "--config", CONFIG, "--topic", topic, "--count"],
         capture_output=True, text=True, env=env, check=True,
     )
     return int(result.stdout.strip())
@@ -211,7 +218,6 @@ def run_target(name, args, brokers):
     port, admin_port = free_port(), free_port()
     workdir = tempfile.mkdtemp(prefix=f"hookrelay-bench-{name}-", dir=args.spool_dir)
     prefix = f"bench{int(time.time())}{name.replace('-', '')}"
-    config = os.path.join(ROOT, "config/hookrelay.toml")
     # "NAME-tls": the same server over HTTPS (a certificate made for this run).
     mode, tls = name.removesuffix("-tls"), name.endswith("-tls")
     cert_files = self_signed_certificate(workdir) if tls else ()
@@ -224,8 +230,7 @@ def run_target(name, args, brokers):
         if tls:
             env["HOOKRELAY__SERVER__TLS__CERT"] = f"file:{cert_files[0]}"
             env["HOOKRELAY__SERVER__TLS__KEY"] = f"file:{cert_files[1]}"
-        log = open(os.path.join(workdir, "relay.log"), "w")
-        process = subprocess.Popen([RELAY, "serve", "--config", config], env=env, stdout=log, stderr=log)
+        process = start_relay(env, workdir)
     wait_port(port)
     scheme = "https" if tls else "http"
     url = f"{scheme}://127.0.0.1:{port}/hooks/tagmango/course.completed.50?token={TOKEN}"
@@ -261,7 +266,7 @@ def run_target(name, args, brokers):
                 time.sleep(0.5)
         accepted = int(metric(admin_port, 'hookrelay_events_accepted_total{source="tagmango"}') or 0)
         row["exit"] = stop(process)
-        delivered = topic_count(config, env, f"{prefix}.tagmango.course.completed.50")
+        delivered = topic_count(env, f"{prefix}.tagmango.course.completed.50")
         row["delivered"] = f"{delivered} in Kafka, {accepted} accepted"
         row["lossless"] = delivered >= accepted and row["exit"] == 0
     else:
@@ -289,11 +294,9 @@ def run_backlog(args, brokers, broker, live_rate):
     port, admin_port = free_port(), free_port()
     workdir = tempfile.mkdtemp(prefix="hookrelay-bench-backlog-", dir=args.spool_dir)
     prefix = f"bench{int(time.time())}backlog"
-    config = os.path.join(ROOT, "config/hookrelay.toml")
     env = relay_env("spool", brokers, port, admin_port, os.path.join(workdir, "spool"), prefix)
     env["HOOKRELAY__DELIVERY__SPOOL_MAX_BYTES"] = str(4 << 30)
-    log = open(os.path.join(workdir, "relay.log"), "w")
-    process = subprocess.Popen([RELAY, "serve", "--config", config], env=env, stdout=log, stderr=log)
+    process = start_relay(env, workdir)
     wait_port(port)
     url = f"http://127.0.0.1:{port}/hooks/tagmango/course.completed.50?token={TOKEN}"
     oha(url, 2, args.connections)  # warm-up, and the topic's metadata while Kafka is there
@@ -324,7 +327,7 @@ def run_backlog(args, brokers, broker, live_rate):
     rss = peak_rss_mib(process.pid)
     accepted = int(metric(admin_port, 'hookrelay_events_accepted_total{source="tagmango"}') or 0)
     exit_code = stop(process)
-    delivered = topic_count(config, env, f"{prefix}.tagmango.course.completed.50")
+    delivered = topic_count(env, f"{prefix}.tagmango.course.completed.50")
     shutil.rmtree(workdir, ignore_errors=True)
     percentiles = live_report.get("latencyPercentiles", {})
     return {
@@ -347,15 +350,12 @@ def run_recovery(args, brokers):
     topic = f"{prefix}.tagmango.course.completed.50"
     filled = json.loads(subprocess.run([FILL, spool_dir, topic, str(args.recovery_mib)],
                                        capture_output=True, text=True, check=True).stdout)
-    config = os.path.join(ROOT, "config/hookrelay.toml")
     env = relay_env("spool", brokers, port, admin_port, spool_dir, prefix)
     env["HOOKRELAY__DELIVERY__SPOOL_MAX_BYTES"] = str(4 << 30)
     env["HOOKRELAY__TELEMETRY__LEVEL"] = "info"
     env["HOOKRELAY__TELEMETRY__FORMAT"] = "json"
-    log_path = os.path.join(workdir, "relay.log")
-    log = open(log_path, "w")
     started = time.time()
-    process = subprocess.Popen([RELAY, "serve", "--config", config], env=env, stdout=log, stderr=log)
+    process = start_relay(env, workdir)
     wait_port(port)
     listening = time.time() - started
     # The drain is timed from when the relay listens (its spool is open by then).
@@ -366,11 +366,11 @@ def run_recovery(args, brokers):
     rss = peak_rss_mib(process.pid)
     exit_code = stop(process)
     opened = None
-    with open(log_path) as lines:
+    with open(os.path.join(workdir, "relay.log")) as lines:
         for line in lines:
             if '"spool opened"' in line:
                 opened = json.loads(line).get("elapsed_ms")
-    delivered = topic_count(config, env, topic)
+    delivered = topic_count(env, topic)
     shutil.rmtree(workdir, ignore_errors=True)
     gib = filled["bytes"] / (1 << 30)
     return {
