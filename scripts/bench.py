@@ -62,6 +62,32 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+# Thread names of the relay, grouped the way the CPU breakdown reports them.
+THREAD_GROUPS = (
+    ("actix-rt", "HTTP worker"),
+    ("spool-writer", "spool writer"),
+    ("spool-forwarder", "forwarder"),
+    ("rdk:", "librdkafka"),
+    ("producer poll", "delivery reports"),
+)
+
+
+def thread_cpu_seconds(pid):
+    """CPU seconds (user + system) of each group of THREAD_GROUPS, and of the rest ("other")."""
+    groups = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:
+            continue  # the thread ended
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        group = next((label for prefix, label in THREAD_GROUPS if name.startswith(prefix)), "other")
+        groups[group] = groups.get(group, 0) + (int(fields[11]) + int(fields[12])) / TICKS
+    return groups
+
+
 def peak_rss_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -191,6 +217,9 @@ def metric(admin_port, name):
     return None
 
 
+COMMITS = "hookrelay_spool_fsync_duration_seconds_count"
+
+
 def slow_fsyncs(admin_port):
     """Group commits (write + fdatasync) that took more than 5 ms, and more than 25 ms, so far."""
     buckets = {}
@@ -240,8 +269,19 @@ def run_target(name, args, brokers):
     peak = oha(url, args.duration, connections)
     cpu = cpu_seconds(process.pid) - cpu_before
     wrk_cpu_before = cpu_seconds(process.pid)
+    threads_before = thread_cpu_seconds(process.pid) if env else {}
+    commits_before = metric(admin_port, COMMITS) if mode == "spool" else None
     wrk_peak = wrk(url, args.duration, connections)
     wrk_cpu = cpu_seconds(process.pid) - wrk_cpu_before
+    if env:
+        # Where the relay's CPU goes at its peak: ms per 1 000 requests for each group of threads.
+        threads_after = thread_cpu_seconds(process.pid)
+        served = max(wrk_peak["total"], 1) / 1000
+        breakdown = {group: (seconds - threads_before.get(group, 0)) * 1000 / served
+                     for group, seconds in threads_after.items()}
+    if commits_before is not None:
+        commits = (metric(admin_port, COMMITS) or 0) - commits_before
+        records_per_commit = wrk_peak["total"] / commits if commits else 0
     slow_before = slow_fsyncs(admin_port) if mode == "spool" else None
     steady = oha(url, 10, connections, rate=peak["rps"] * 0.5)
     rss = peak_rss_mib(process.pid)
@@ -255,6 +295,10 @@ def run_target(name, args, brokers):
         "steady_p50": steady["p50"], "steady_p99": steady["p99"], "steady_p999": steady["p999"],
         "delivered": "-",
     }
+    if env:
+        row["threads"] = breakdown
+    if commits_before is not None:
+        row["records_per_commit"] = records_per_commit
     if slow_before:
         after = slow_fsyncs(admin_port)
         row["slow_fsyncs"] = (after[0] - slow_before[0], after[1] - slow_before[1])
@@ -453,6 +497,17 @@ def main():
             f"{row['rss']:.1f} | {row['steady_p50']:.2f} / {row['steady_p99']:.2f} / {row['steady_p999']:.2f} "
             f"at {row['rate']:.0f}/s | {lossless if row['delivered'] == '-' else lossless + ' (' + row['delivered'] + ')'} |"
         )
+    breakdowns = [row for row in rows if "threads" in row]
+    if breakdowns:
+        lines += ["", "Where the relay's CPU goes at its peak (wrk phase), ms per 1 000 requests by thread:"
+                      + (f" bare server {baselines['bare']['wrk_cpu_per_1k'] * 1000:.1f} in all" if "bare" in baselines else "")
+                      + "."]
+        for row in breakdowns:
+            parts = [f"{group} {ms:.1f}" for group, ms in sorted(row["threads"].items(), key=lambda item: -item[1])
+                     if ms >= 0.05]
+            commits = (f"; {row['records_per_commit']:.1f} records per group commit"
+                       if "records_per_commit" in row else "")
+            lines.append(f"- {row['name']}: {', '.join(parts)}{commits}.")
     for row in rows:
         if "slow_fsyncs" in row:
             over5, over25 = row["slow_fsyncs"]
