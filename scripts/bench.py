@@ -353,6 +353,7 @@ def run_backlog(args, brokers, broker, live_rate):
     finally:
         broker.send_signal(signal.SIGCONT)
     fsyncs_before = slow_fsyncs(admin_port)
+    threads_before, broker_before = thread_cpu_seconds(process.pid), cpu_seconds(broker.pid)
     started = time.time()
     live = subprocess.Popen(
         ["oha", "--no-tui", "--output-format", "json", "-z", f"{args.duration}s", "-c", str(args.connections),
@@ -366,6 +367,10 @@ def run_backlog(args, brokers, broker, live_rate):
     while time.time() < deadline and (metric(admin_port, "hookrelay_spool_records") or 0) > settled:
         time.sleep(0.1)
     drained = time.time() - started
+    # Who used the 2 cores while draining: the relay (live traffic and drain) and the broker.
+    cores = {group: (seconds - threads_before.get(group, 0)) / drained
+             for group, seconds in thread_cpu_seconds(process.pid).items()}
+    cores["broker"] = (cpu_seconds(broker.pid) - broker_before) / drained
     fsyncs_after = slow_fsyncs(admin_port)
     live_report = json.loads(live.communicate()[0])
     rss = peak_rss_mib(process.pid)
@@ -381,6 +386,7 @@ def run_backlog(args, brokers, broker, live_rate):
         "rss": rss, "lossless": delivered >= accepted and exit_code == 0,
         "delivered": f"{delivered} in Kafka, {accepted} accepted",
         "slow_fsyncs": tuple(after - before for before, after in zip(fsyncs_before, fsyncs_after)),
+        "cores": cores,
     }
 
 
@@ -499,9 +505,9 @@ def main():
         )
     breakdowns = [row for row in rows if "threads" in row]
     if breakdowns:
-        lines += ["", "Where the relay's CPU goes at its peak (wrk phase), ms per 1 000 requests by thread:"
-                      + (f" bare server {baselines['bare']['wrk_cpu_per_1k'] * 1000:.1f} in all" if "bare" in baselines else "")
-                      + "."]
+        lines += ["", "Where the relay's CPU goes at its peak (wrk phase), ms per 1 000 requests by thread"
+                      + (f" (the bare server: {baselines['bare']['wrk_cpu_per_1k'] * 1000:.1f} in all)"
+                         if "bare" in baselines else "") + ":"]
         for row in breakdowns:
             parts = [f"{group} {ms:.1f}" for group, ms in sorted(row["threads"].items(), key=lambda item: -item[1])
                      if ms >= 0.05]
@@ -522,6 +528,8 @@ def main():
                       f"live traffic at {backlog['live_rate']:.0f}/s meanwhile: p50 {backlog['live_p50']:.2f} ms, "
                       f"p99 {backlog['live_p99']:.2f} ms (group commits over 5 ms while draining: "
                       f"{backlog['slow_fsyncs'][0]:.0f}, over 25 ms: {backlog['slow_fsyncs'][1]:.0f}); "
+                      f"cores busy while draining (of {os.cpu_count()}): "
+                      f"{', '.join(f'{group} {cores:.2f}' for group, cores in sorted(backlog['cores'].items(), key=lambda item: -item[1]) if cores >= 0.005)}; "
                       f"peak RSS {backlog['rss']:.1f} MiB; "
                       f"{'no loss' if backlog['lossless'] else '**LOSS**'} ({backlog['delivered']})."]
     if recovery:
