@@ -517,7 +517,7 @@ def main():
     for row in rows:
         if "slow_fsyncs" in row:
             over5, over25 = row["slow_fsyncs"]
-            lines += ["", f"Spool group commits (write + fdatasync) slower than 5 ms during the 50 % load phase: "
+            lines += ["", f"{row['name']}: spool group commits (write + fdatasync) slower than 5 ms during the 50 % load phase: "
                           f"{over5:.0f}, slower than 25 ms: {over25:.0f} (spool in {args.spool_dir or tempfile.gettempdir()})."]
     if backlog:
         memory = next((row for row in rows if row["name"] == "memory"), None)
