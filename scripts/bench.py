@@ -79,8 +79,8 @@ def thread_cpu_seconds(pid):
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
                 stat = f.read()
-        except FileNotFoundError:
-            continue  # the thread ended
+        except OSError:
+            continue  # the thread ended (ENOENT before the open, ESRCH after it)
         name = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat.rsplit(")", 1)[1].split()
         group = next((label for prefix, label in THREAD_GROUPS if name.startswith(prefix)), "other")
@@ -280,8 +280,9 @@ def run_target(name, args, brokers):
         breakdown = {group: (seconds - threads_before.get(group, 0)) * 1000 / served
                      for group, seconds in threads_after.items()}
     if commits_before is not None:
-        commits = (metric(admin_port, COMMITS) or 0) - commits_before
-        records_per_commit = wrk_peak["total"] / commits if commits else 0
+        commits_after = metric(admin_port, COMMITS)
+        commits = commits_after - commits_before if commits_after is not None else 0
+        records_per_commit = wrk_peak["total"] / commits if commits > 0 else None
     slow_before = slow_fsyncs(admin_port) if mode == "spool" else None
     steady = oha(url, 10, connections, rate=peak["rps"] * 0.5)
     rss = peak_rss_mib(process.pid)
@@ -366,7 +367,7 @@ def run_backlog(args, brokers, broker, live_rate):
     deadline = started + 600
     while time.time() < deadline and (metric(admin_port, "hookrelay_spool_records") or 0) > settled:
         time.sleep(0.1)
-    drained = time.time() - started
+    drained = max(time.time() - started, 0.001)
     # Who used the 2 cores while draining: the relay (live traffic and drain) and the broker.
     cores = {group: (seconds - threads_before.get(group, 0)) / drained
              for group, seconds in thread_cpu_seconds(process.pid).items()}
@@ -505,14 +506,16 @@ def main():
         )
     breakdowns = [row for row in rows if "threads" in row]
     if breakdowns:
+        totals = [f"{name} {row['wrk_cpu_per_1k'] * 1000:.1f}" for name, row in baselines.items()]
         lines += ["", "Where the relay's CPU goes at its peak (wrk phase), ms per 1 000 requests by thread"
-                      + (f" (the bare server: {baselines['bare']['wrk_cpu_per_1k'] * 1000:.1f} in all)"
-                         if "bare" in baselines else "") + ":"]
+                      + (f" (the bare server in all: {', '.join(totals)})" if totals else "")
+                      + "; \"HTTP worker\" includes the admin listener's thread:"]
         for row in breakdowns:
             parts = [f"{group} {ms:.1f}" for group, ms in sorted(row["threads"].items(), key=lambda item: -item[1])
                      if ms >= 0.05]
-            commits = (f"; {row['records_per_commit']:.1f} records per group commit"
-                       if "records_per_commit" in row else "")
+            commits = ("" if "records_per_commit" not in row else
+                       f"; {row['records_per_commit']:.1f} records per group commit"
+                       if row["records_per_commit"] is not None else "; records per group commit: –")
             lines.append(f"- {row['name']}: {', '.join(parts)}{commits}.")
     for row in rows:
         if "slow_fsyncs" in row:
