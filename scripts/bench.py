@@ -55,11 +55,17 @@ def wait_port(port, timeout=30):
     raise SystemExit(f"nothing listens on port {port}")
 
 
+def read_stat(path):
+    """The command name and the user + system CPU seconds of a /proc stat file."""
+    with open(path) as f:
+        stat = f.read()
+    fields = stat.rsplit(")", 1)[1].split()
+    return stat[stat.index("(") + 1:stat.rindex(")")], (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def cpu_seconds(pid):
     """User + system CPU time of a process and its threads, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return read_stat(f"/proc/{pid}/stat")[1]
 
 
 # Thread names of the relay, grouped the way the CPU breakdown reports them.
@@ -77,14 +83,11 @@ def thread_cpu_seconds(pid):
     groups = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                stat = f.read()
+            name, seconds = read_stat(f"/proc/{pid}/task/{tid}/stat")
         except OSError:
             continue  # the thread ended (ENOENT before the open, ESRCH after it)
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
         group = next((label for prefix, label in THREAD_GROUPS if name.startswith(prefix)), "other")
-        groups[group] = groups.get(group, 0) + (int(fields[11]) + int(fields[12])) / TICKS
+        groups[group] = groups.get(group, 0) + seconds
     return groups
 
 
