@@ -227,14 +227,27 @@ fn a_rolled_segment_that_ends_in_zeros_is_read_through() {
     assert_eq!(read, [values, vec![b"next".to_vec()]].concat());
 }
 
+/// Records of varied sizes, so that the frames of one run do not line up with another's.
+fn varied_records(numbers: std::ops::Range<u32>) -> Vec<Vec<u8>> {
+    numbers
+        .map(|n| vec![b'a' + (n % 26) as u8; 500 + (n as usize * 37) % 900])
+        .collect()
+}
+
+/// `values` appended to a 1 MiB spool (segments roll at 256 KiB), which is then opened again:
+/// the spool, its parts and its segments' first sequence numbers.
+fn reopened_with_rolled_segments(dir: &Path, values: &[Vec<u8>]) -> (Spool, SpoolParts, Vec<u64>) {
+    append_all(dir, 1 << 20, values);
+    let (spool, parts, _) = Spool::open(dir, 1 << 20, &Metrics::new(), None).unwrap();
+    let segments = spool.shared.segments.lock().unwrap().clone();
+    (spool, parts, segments)
+}
+
 #[test]
 fn a_delivered_segment_beyond_the_spare_is_deleted_and_a_half_deleted_one_is_removed_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let record = |n: u32| vec![b'a' + (n % 26) as u8; 500 + (n as usize * 37) % 900];
-    let values: Vec<Vec<u8>> = (0..900).map(record).collect();
-    append_all(dir.path(), 1 << 20, &values);
-    let (spool, parts, _) = Spool::open(dir.path(), 1 << 20, &Metrics::new(), None).unwrap();
-    let segments = spool.shared.segments.lock().unwrap().clone();
+    let values = varied_records(0..900);
+    let (spool, parts, segments) = reopened_with_rolled_segments(dir.path(), &values);
     assert!(segments.len() >= 4, "segments: {segments:?}");
     write_checkpoint(dir.path(), segments[2]).unwrap();
     spool.shared.segments.lock().unwrap().drain(..2);
@@ -269,13 +282,8 @@ fn a_delivered_segment_beyond_the_spare_is_deleted_and_a_half_deleted_one_is_rem
 #[test]
 fn a_delivered_segment_is_reused_as_the_next_one_and_its_old_records_never_read() {
     let dir = tempfile::tempdir().unwrap();
-    // Records of varied sizes, so that new frames do not line up with the old ones.
-    let record = |n: u32| vec![b'a' + (n % 26) as u8; 500 + (n as usize * 37) % 900];
-    // A 1 MiB spool rolls its segments at 256 KiB.
-    let first: Vec<Vec<u8>> = (0..600).map(record).collect();
-    append_all(dir.path(), 1 << 20, &first);
-    let (spool, parts, _) = Spool::open(dir.path(), 1 << 20, &Metrics::new(), None).unwrap();
-    let segments = spool.shared.segments.lock().unwrap().clone();
+    let first = varied_records(0..600);
+    let (spool, parts, segments) = reopened_with_rolled_segments(dir.path(), &first);
     assert!(segments.len() >= 3, "segments: {segments:?}");
     let old_len = file_len(&segment_path(dir.path(), 0));
     // What the forwarder does once Kafka has every record of the first segment.
@@ -286,7 +294,7 @@ fn a_delivered_segment_is_reused_as_the_next_one_and_its_old_records_never_read(
     assert!(!segment_path(dir.path(), 0).exists());
 
     // Enough records for the writer to roll: the new segment is the spare, overwritten in place.
-    let more: Vec<Vec<u8>> = (600..800).map(record).collect();
+    let more = varied_records(600..800);
     let runtime = runtime();
     for value in &more {
         runtime
@@ -409,9 +417,7 @@ fn a_record_put_back_after_its_previous_segment_was_retired_is_read_again() {
     let values: Vec<Vec<u8>> = (0..600u32)
         .map(|n| format!("{n:01000}").into_bytes())
         .collect();
-    append_all(dir.path(), 1 << 20, &values);
-    let (spool, parts, _) = Spool::open(dir.path(), 1 << 20, &Metrics::new(), None).unwrap();
-    let segments = spool.shared.segments.lock().unwrap().clone();
+    let (spool, parts, segments) = reopened_with_rolled_segments(dir.path(), &values);
     let mut reader = Reader::new(spool.shared.clone(), &segments, 0).unwrap();
     let mut frame = reader.next().unwrap().unwrap();
     while frame.seq < segments[1] {
