@@ -450,11 +450,12 @@ const RETIRED: &str = "retired";
 const DELETE_STEP: u64 = 4 * 1024 * 1024;
 
 /// Deletes a file by cutting [`DELETE_STEP`] bytes off its end at a time, each cut made durable
-/// before the next. Freeing a whole segment at once puts all its blocks in one ext4 journal
-/// commit, and with the `discard` mount option that commit, and every `fdatasync` of the spool's
-/// writer waiting on it, lasts as long as the device takes to discard them all: request latency
-/// jumped to 50–80 ms for 100–250 ms at each segment deleted while a backlog drained. In steps,
-/// each commit frees a few MiB (docs/benchmarks.md, *Backlog and recovery*).
+/// before the next. Freeing a whole segment at once makes ext4 free all its blocks in one
+/// metadata update (one journal commit where there is a journal), and with the `discard` mount
+/// option that update, and every `fdatasync` of the spool's writer waiting behind it, lasts as
+/// long as the device takes to discard them all: request latency jumped to 50–80 ms for
+/// 100–250 ms at each segment deleted while a backlog drained. In steps, each update frees a few
+/// MiB (docs/benchmarks.md, *Backlog and recovery*).
 fn delete_in_steps(path: &Path) -> io::Result<()> {
     let file = OpenOptions::new().write(true).open(path)?;
     let mut len = file.metadata()?.len();
@@ -477,8 +478,8 @@ fn delete_now(path: &Path) {
     }
 }
 
-/// The thread that deletes retired segments, at background priority (a deletion waits on journal
-/// commits; the forwarder does not). It stops when the spool is dropped.
+/// The thread that deletes retired segments, at background priority (a deletion waits on the
+/// filesystem's metadata updates; the forwarder does not). It stops when the spool is dropped.
 fn spawn_deleter(dir: &Path) -> io::Result<mpsc::Sender<PathBuf>> {
     let (sender, receiver) = mpsc::channel::<PathBuf>();
     let dir = dir.to_owned();
