@@ -7,7 +7,7 @@
 //! 3. the same producer, fire-and-forget (`memory` ack mode).
 //!
 //! Run: `cargo run --release --example producer_cost -- BROKERS TOPIC [RECORDS]` (the topic must
-//! exist). `scripts/bench` runs it against its tansu broker.
+//! exist). `scripts/bench` runs it against its Apache Kafka broker.
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -55,6 +55,23 @@ def wait_port(port, timeout=30):
     raise SystemExit(f"nothing listens on port {port}")
 
 
+def wait_kafka(broker_dir, broker, timeout=120):
+    """Waits until the node of scripts/kafka-broker in `broker_dir` says it started."""
+    deadline = time.time() + timeout
+    log = os.path.join(broker_dir, "server.log")
+    while time.time() < deadline:
+        if broker.poll() is not None:
+            raise SystemExit(f"Apache Kafka exited ({broker.returncode}); see {log}")
+        if os.path.exists(log) and "Kafka Server started" in open(log).read():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"Apache Kafka did not start within {timeout} s; see {log}")
+
+
+# Set by scripts/bench (ensure_kafka in scripts/lib.sh).
+KAFKA_VERSION = os.environ.get("KAFKA_VERSION", "(version unknown)")
+
+
 def read_stat(path):
     """The command name and the user + system CPU seconds of a /proc stat file."""
     with open(path) as f:
@@ -452,16 +469,17 @@ def main():
                         help="directory for the spool (default: the system's temporary directory)")
     args = parser.parse_args()
 
-    tansu = os.environ.get("TANSU_BIN", "tansu")
     broker_port = free_port()
-    url = f"tcp://127.0.0.1:{broker_port}"
+    broker_dir = tempfile.mkdtemp(prefix="hookrelay-bench-kafka-")
+    # scripts/kafka-broker execs the JVM: this process id is the broker's (the backlog phase
+    # freezes it).
     broker = subprocess.Popen(
-        [tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
+        ["bash", "scripts/kafka-broker", "--dir", broker_dir, "--port", str(broker_port),
+         "--controller-port", str(free_port())],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        wait_port(broker_port)
+        wait_kafka(broker_dir, broker)
         rows = []
         for name in args.targets.split(","):
             print(f"==> {name}", file=sys.stderr)
@@ -480,11 +498,12 @@ def main():
     finally:
         broker.kill()
         broker.wait()
+        shutil.rmtree(broker_dir, ignore_errors=True)
 
     baselines = {row["name"]: row for row in rows if row["name"] in ("bare", "bare-tls")}
     lines = [
         f"Machine: {os.cpu_count()} cores, {os.uname().machine}; relay and bare server with 1 HTTP worker; "
-        f"oha (and wrk, 1 thread), tansu and the server on the same host; {args.duration} s per load phase; "
+        f"oha (and wrk, 1 thread), Apache Kafka {KAFKA_VERSION} (one KRaft node) and the server on the same host; {args.duration} s per load phase; "
         f"{args.connections} keep-alive connections ({args.broker_connections} for broker mode). "
         "Rows NAME-tls serve HTTPS (TLS 1.3, P-256 certificate) and their × columns compare with bare-tls.",
         "",

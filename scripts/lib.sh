@@ -1,7 +1,9 @@
 # Shared by scripts/dev, scripts/test and scripts/bench: install what is missing.
 # shellcheck shell=bash
 
-TANSU_VERSION=0.6.0
+# Apache Kafka, the broker of the tests, scripts/dev and scripts/bench: the version
+# docker-compose.yml runs (apache/kafka:$KAFKA_VERSION; tests/api/kafka.rs checks they agree).
+KAFKA_VERSION=4.4.0
 
 # Puts cargo's bin directory on PATH (rustup installs there; so does `cargo install`).
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -13,16 +15,34 @@ require_cargo() {
   fi
 }
 
-# The tansu Kafka-protocol broker used by the local run and the tests.
-ensure_tansu() {
-  if command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-    TANSU_BIN=$(command -v tansu)
-  else
-    echo "==> installing the tansu broker $TANSU_VERSION (the first run compiles it: about 10 minutes)"
-    cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore
-    TANSU_BIN="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+# The major version of the `java` on PATH (0 when there is none).
+java_major() {
+  command -v java >/dev/null 2>&1 || { echo 0; return; }
+  java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ { print int($2) }'
+}
+
+# Apache Kafka's jars (broker and admin tools, scripts/kafka/pom.xml), resolved once with Maven
+# from Maven Central into a cache outside the work tree ($KAFKA_CACHE, default
+# ~/.cache/hookrelay/kafka-$KAFKA_VERSION); later runs reuse it. Installs a Java 17+ runtime and
+# Maven from Debian when missing. Exports KAFKA_LIBS, the directory of the jars.
+ensure_kafka() {
+  local root cache
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  cache=${KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hookrelay/kafka-$KAFKA_VERSION}
+  if [ "$(java_major)" -lt 17 ]; then
+    ensure_debian_package java openjdk-17-jre-headless force
   fi
-  export TANSU_BIN
+  if [ ! -f "$cache/resolved" ]; then
+    ensure_debian_package mvn maven
+    echo "==> resolving Apache Kafka $KAFKA_VERSION from Maven Central into $cache (once, about 45 MB)"
+    rm -rf "$cache.partial"
+    mvn -q -B -f "$root/scripts/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$cache.partial/libs" >&2
+    touch "$cache.partial/resolved"
+    rm -rf "$cache"
+    mv "$cache.partial" "$cache"
+  fi
+  export KAFKA_LIBS="$cache/libs" KAFKA_VERSION
 }
 
 # Waits until something accepts TCP connections on 127.0.0.1:$1.
@@ -38,14 +58,29 @@ wait_for_port() {
   return 1
 }
 
+# Waits until the Kafka node of scripts/kafka-broker in directory $1 serves (its log says it
+# started: it joined the cluster and is not fenced), at most $2 seconds (default 120).
+wait_for_kafka() {
+  local dir=$1 seconds=${2:-120}
+  for _ in $(seq $((seconds * 10))); do
+    if grep -q "Kafka Server started" "$dir/server.log" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "error: Apache Kafka in $dir did not start within $seconds s; its log:" >&2
+  tail -20 "$dir/server.log" >&2 2>/dev/null || true
+  return 1
+}
+
 port_in_use() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# Installs Debian package $2 when command $1 is missing.
+# Installs Debian package $2 when command $1 is missing (always, when $3 is "force").
 ensure_debian_package() {
   local command=$1 package=$2
-  if command -v "$command" >/dev/null 2>&1; then
+  if [ "${3:-}" != force ] && command -v "$command" >/dev/null 2>&1; then
     return 0
   fi
   echo "==> installing $command (Debian package $package)"

@@ -118,6 +118,9 @@ impl Tail {
     pub fn next(&self, timeout: Duration) -> Result<Option<TailRecord>, TailError> {
         match self.consumer.poll(timeout) {
             None => Ok(None),
+            // A broker that restarts, stalls or moves a leader: librdkafka reconnects and goes
+            // on reading by itself (seen with Apache Kafka after SIGSTOP/SIGCONT).
+            Some(Err(error)) if is_transient(&error) => Ok(None),
             Some(Err(error)) => Err(TailError::Read(self.topic.clone(), error)),
             Some(Ok(message)) => Ok(Some(TailRecord {
                 partition: message.partition(),
@@ -141,6 +144,26 @@ impl Tail {
         }
         Ok(records)
     }
+}
+
+/// Errors a consumer reports while the connection to a broker is lost or its leader moves, and
+/// recovers from by itself.
+fn is_transient(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::OperationTimedOut
+                | Code::RequestTimedOut
+                | Code::NotLeaderForPartition
+                | Code::LeaderNotAvailable
+                | Code::NetworkException
+                | Code::NotCoordinator
+                | Code::CoordinatorNotAvailable
+        )
+    )
 }
 
 /// How many records `topic` holds, counted by reading it from the beginning until nothing new

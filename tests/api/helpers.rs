@@ -1,14 +1,12 @@
-//! The test harness: a real Kafka-protocol broker (tansu) started once per test binary on a free
-//! port, relays spawned in-process from typed `Settings` on ports the system chooses (port 0)
+//! The test harness: Apache Kafka started once per test binary (`broker`), relays spawned in-process from typed `Settings` on ports the system chooses (port 0)
 //! with a unique topic prefix per test (a TOML file is written from the settings for reloads and
 //! the CLI), and readers for what arrived in Kafka.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hookrelay::app::Application;
 use hookrelay::config::Config;
@@ -18,6 +16,8 @@ use hookrelay::settings::{
 };
 use hookrelay::tail::{StartAt, Tail, TailRecord};
 use tokio::sync::oneshot;
+
+pub use crate::broker::{broker, free_port, repo_path, wait_for_port, PrivateBroker};
 
 pub const TOKEN: &str = "test-token-7f3a";
 
@@ -35,10 +35,6 @@ pub const TAGMANGO_SAMPLES: &[&str] = &[
     "webinar.reminder.15min",
 ];
 
-pub fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
 /// Validates `source`'s events against the schemas shipped in `config/schemas/` (an absolute
 /// path: a relative one is resolved against the working directory).
 pub fn use_schemas(source: &mut SourceSettings, mode: SchemaMode) {
@@ -53,43 +49,6 @@ pub fn sample(event: &str) -> Vec<u8> {
     std::fs::read(repo_path(&format!("samples/tagmango/{event}.json"))).expect("sample exists")
 }
 
-/// A tansu broker process, shared by every test of the binary.
-pub struct Broker {
-    pub address: String,
-    /// For tests that pause the broker (SIGSTOP).
-    #[allow(dead_code)]
-    pub pid: u32,
-    /// Killed by its parent-death signal when the test binary exits.
-    _process: Child,
-}
-
-/// The shared broker, started on first use.
-pub fn broker() -> &'static Broker {
-    static BROKER: OnceLock<Broker> = OnceLock::new();
-    BROKER.get_or_init(start_broker)
-}
-
-fn tansu_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("TANSU_BIN") {
-        return PathBuf::from(path);
-    }
-    let in_cargo_home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|home| Path::new(&home).join(".cargo")))
-        .map(|home| home.join("bin/tansu"));
-    match in_cargo_home {
-        Ok(path) if path.is_file() => path,
-        _ => PathBuf::from("tansu"),
-    }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Two different free ports (the ingress and admin listeners must differ).
 fn two_free_ports() -> (u16, u16) {
     loop {
@@ -97,101 +56,6 @@ fn two_free_ports() -> (u16, u16) {
         if first != second {
             return (first, second);
         }
-    }
-}
-
-/// Starts tansu from a thread that lives as long as the test process, with the parent-death
-/// signal set, so the broker dies with the test binary whatever way it ends.
-pub fn spawn_broker_process(port: u16) -> Child {
-    let binary = tansu_binary();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::os::unix::process::CommandExt;
-        let mut command = Command::new(&binary);
-        command
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe and only affects the child being started.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = command.spawn();
-        let _ = sender.send(child);
-        // Keep this thread (the child's parent for PR_SET_PDEATHSIG) alive.
-        loop {
-            std::thread::park();
-        }
-    });
-    match receiver.recv().expect("broker thread reports") {
-        Ok(child) => child,
-        Err(error) => panic!(
-            "cannot start the tansu broker ({error}). Install it with \
-             `cargo install tansu --locked --version 0.6.0 --features dynostore` \
-             (scripts/test does this), or set TANSU_BIN to its path."
-        ),
-    }
-}
-
-fn start_broker() -> Broker {
-    let port = free_port();
-    let child = spawn_broker_process(port);
-    let address = format!("127.0.0.1:{port}");
-    wait_for_port(&address, Duration::from_secs(30));
-    Broker {
-        address,
-        pid: child.id(),
-        _process: child,
-    }
-}
-
-/// A broker of one test's own, which the test may pause (SIGSTOP) and resume (SIGCONT).
-pub struct PrivateBroker {
-    pub address: String,
-    process: Child,
-}
-
-impl PrivateBroker {
-    pub fn start() -> PrivateBroker {
-        let port = free_port();
-        let process = spawn_broker_process(port);
-        let address = format!("127.0.0.1:{port}");
-        wait_for_port(&address, Duration::from_secs(30));
-        PrivateBroker { address, process }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: signalling our own child process.
-        let result = unsafe { libc::kill(self.process.id() as libc::pid_t, signal) };
-        assert_eq!(result, 0, "signal {signal} to the broker");
-    }
-
-    /// Freezes the broker: connections stay open, nothing is answered.
-    pub fn pause(&self) {
-        self.signal(libc::SIGSTOP);
-    }
-
-    pub fn resume(&self) {
-        self.signal(libc::SIGCONT);
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.signal(libc::SIGCONT);
-        let _ = self.process.kill();
-        let _ = self.process.wait();
     }
 }
 
@@ -214,17 +78,6 @@ pub async fn start_relay_process(config: &mut TestConfig) -> (Child, String) {
     (relay, address)
 }
 
-pub fn wait_for_port(address: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while TcpStream::connect(address).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on {address} after {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A unique topic prefix, so tests never see each other's records.
 pub fn unique_prefix() -> String {
     format!("it-{}", uuid::Uuid::now_v7().simple())
@@ -238,7 +91,7 @@ pub struct Options {
     pub body_timeout_ms: u64,
     pub broker_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
-    /// Create topics at start (tansu); the MockCluster has no topic admin API.
+    /// Create topics at start; the MockCluster has no topic admin API.
     pub create_topics: bool,
     pub spool_max_bytes: u64,
     /// `[kafka.options]`: librdkafka properties.

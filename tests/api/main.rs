@@ -1,4 +1,4 @@
-//! Integration tests: one binary, against a real tansu broker started by the harness.
+//! Integration tests: one binary, against Apache Kafka started by the harness (`broker`).
 
 // The harness sets the broker's parent-death signal and signals child processes.
 #![allow(unsafe_code)]
@@ -6,6 +6,7 @@
 
 mod allowlist;
 mod auth;
+mod broker;
 mod cli;
 mod config_docs;
 mod delivery;
