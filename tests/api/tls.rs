@@ -325,8 +325,12 @@ async fn idle_connections_on_the_https_port_do_not_keep_senders_out() {
     // A new sender's connection (a new client: no pooled connection).
     let (status, _) = post(&client_trusting(&[&identity]), &url, progress("idle")).await;
     assert_eq!(status, 200);
-    // Answered while every idle socket was still open: the server did not wait for their
-    // handshake timeout (3 s) to let the sender in.
+    // Answered before the idle sockets' handshake timeout (3 s) let it in: with actix-tls's
+    // default limit (256 handshakes per worker, 2 workers) the sender gets in only once all but
+    // 512 of the idle sockets have been closed. Fewer close by then (none on a quiet machine;
+    // some where the host is loaded, as it is while Kafka nodes start beside the test) when the
+    // limit no longer keeps the sender out.
+    const DEFAULT_LIMIT: usize = 2 * 256;
     let closed = idle
         .iter()
         .filter(|socket| {
@@ -334,8 +338,9 @@ async fn idle_connections_on_the_https_port_do_not_keep_senders_out() {
             matches!(std::io::Read::read(&mut &**socket, &mut [0u8; 1]), Ok(0))
         })
         .count();
-    assert_eq!(
-        closed, 0,
-        "the sender got in only after idle sockets timed out"
+    assert!(
+        closed < idle.len() - DEFAULT_LIMIT,
+        "the sender got in only after {closed} of {} idle sockets timed out",
+        idle.len()
     );
 }
