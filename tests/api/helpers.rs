@@ -1,6 +1,7 @@
-//! The test harness: Apache Kafka started once per test binary (`broker`), relays spawned in-process from typed `Settings` on ports the system chooses (port 0)
-//! with a unique topic prefix per test (a TOML file is written from the settings for reloads and
-//! the CLI), and readers for what arrived in Kafka.
+//! The test harness: Apache Kafka started once per test binary (`broker`), relays spawned
+//! in-process from typed `Settings` on ports the system chooses (port 0) with a unique topic
+//! prefix per test (a TOML file is written from the settings for reloads and the CLI), and
+//! readers for what arrived in Kafka.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
