@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 
 # Apache Kafka, the broker of the tests, scripts/dev and scripts/bench: the version
-# docker-compose.yml runs (apache/kafka:$KAFKA_VERSION; tests/api/broker.rs checks they agree).
+# docker-compose.yml runs (apache/kafka:$KAFKA_VERSION; tests/api/config_docs.rs checks they agree).
 KAFKA_VERSION=4.4.0
 
 # Puts cargo's bin directory on PATH (rustup installs there; so does `cargo install`).

@@ -309,8 +309,34 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", %error, reason, "kafka client error");
+        // A broker connection that failed was just logged by librdkafka itself (facility FAIL,
+        // with its cause): once is enough.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::BrokerTransportFailure) {
+            tracing::debug!(target: "librdkafka", %error, reason, "kafka client error");
+        } else {
+            tracing::warn!(target: "librdkafka", %error, reason, "kafka client error");
+        }
     }
+}
+
+/// The metadata client's context: what it meets (a broker away) the producer meets too and
+/// logs, and the metadata watcher reports as the relay's readiness; its own lines are debug.
+pub struct MetadataContext;
+
+impl ClientContext for MetadataContext {
+    fn log(&self, _: RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::debug!(target: "librdkafka", facility, message, "metadata client");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", %error, reason, "metadata client error");
+    }
+}
+
+impl ProducerContext for MetadataContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
 }
 
 impl ProducerContext for DeliveryContext {
@@ -410,7 +436,7 @@ pub struct Publisher {
     producer: RwLock<ThreadedProducer<DeliveryContext>>,
     /// A client for cluster metadata only (it never sends a record). Threaded: its events (broker
     /// errors while Kafka is away) are served by its own poll thread, not left to pile up.
-    metadata: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    metadata: ThreadedProducer<MetadataContext>,
     client_config: ClientConfig,
     state: ProducerState,
     /// No request waits for the producer (every source acknowledges at the spool): its threads,
@@ -465,7 +491,7 @@ impl Publisher {
             .clone()
             .set("enable.idempotence", "false")
             .set("statistics.interval.ms", "0")
-            .create()?;
+            .create_with_context(MetadataContext)?;
         Ok(Publisher {
             producer: RwLock::new(producer),
             metadata,

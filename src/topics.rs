@@ -109,7 +109,13 @@ impl Topics {
 
     /// Fetches metadata once and records the result in `health`.
     pub fn check(&self, publisher: &Publisher, health: &Health, timeout: Duration) -> KafkaState {
-        let state = match publisher.topic_names(timeout) {
+        // A request that found one broker frozen (connected, never answering) times out; the
+        // next one goes to another broker (librdkafka picks one at random among those up), so
+        // one broker's stall does not make the relay unready while the others serve.
+        let names = publisher
+            .topic_names(timeout)
+            .or_else(|first| publisher.topic_names(timeout).map_err(|_| first));
+        let state = match names {
             Ok(names) => {
                 let missing = self.refresh(names);
                 if missing.is_empty() {

@@ -186,3 +186,23 @@ fn introspection_sees_the_fields_of_a_struct() {
     let fields = fields_of::<TelemetrySettings>();
     assert_eq!(fields, ["format", "level"]);
 }
+
+/// The image users run is the version the tests run.
+#[test]
+fn docker_compose_runs_the_kafka_version_the_tests_run() {
+    let lib = std::fs::read_to_string(repo_path("scripts/lib.sh")).unwrap();
+    let version = lib
+        .lines()
+        .find_map(|line| line.strip_prefix("KAFKA_VERSION="))
+        .expect("KAFKA_VERSION in scripts/lib.sh");
+    assert!(version.starts_with("4."), "Apache Kafka 4.x: {version}");
+    let compose = std::fs::read_to_string(repo_path("docker-compose.yml")).unwrap();
+    let images: Vec<&str> = compose
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("image: apache/kafka:"))
+        .collect();
+    assert!(!images.is_empty(), "docker-compose.yml runs apache/kafka");
+    for image in images {
+        assert_eq!(image, version, "docker-compose.yml's apache/kafka tag");
+    }
+}

@@ -63,12 +63,20 @@ fn two_free_ports() -> (u16, u16) {
 /// Runs `hookrelay serve` as a process with `config` and waits until its ingress listens;
 /// returns the process and the ingress address (`127.0.0.1:PORT`).
 pub async fn start_relay_process(config: &mut TestConfig) -> (Child, String) {
+    start_relay_process_logging(config, Stdio::null()).await
+}
+
+/// [`start_relay_process`] with the relay's log (its stderr) going to `log`.
+pub async fn start_relay_process_logging(
+    config: &mut TestConfig,
+    log: impl Into<Stdio>,
+) -> (Child, String) {
     config.on_free_ports();
     let relay = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
         .args(["serve", "--config"])
         .arg(&config.path)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("relay starts");
     let address = format!("127.0.0.1:{}", config.ingress_port());
