@@ -344,10 +344,17 @@ async fn prepare_topics(
         }
         KafkaState::MissingTopics(missing) => return Err(StartupError::MissingTopics(missing)),
         KafkaState::NotYetReached(reason) | KafkaState::Unreachable(reason) => {
-            tracing::warn!(
-                reason,
-                "Kafka metadata unreachable at start; not ready until it is"
-            )
+            if health.is_ready() {
+                tracing::warn!(
+                    reason,
+                    "Kafka metadata unreachable at start; events wait in the spool until it is"
+                )
+            } else {
+                tracing::warn!(
+                    reason,
+                    "Kafka metadata unreachable at start; not ready until it is"
+                )
+            }
         }
         KafkaState::Ok => {}
     }

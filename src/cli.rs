@@ -380,6 +380,19 @@ fn load_settings(path: &std::path::Path) -> Result<crate::config::Settings, Exit
     })
 }
 
+/// The settings as written, with the Kafka credentials they reference resolved (for the
+/// commands that talk to Kafka without serving).
+fn load_kafka_settings(path: &std::path::Path) -> Result<crate::config::Settings, ExitCode> {
+    let mut settings = load_settings(path)?;
+    crate::config::resolve_kafka_secrets(&mut settings.kafka).map_err(|bad| {
+        for (key, reason) in bad {
+            eprintln!("{}: kafka.options.\"{key}\": {reason}", path.display());
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    Ok(settings)
+}
+
 fn check_config(path: &std::path::Path) -> ExitCode {
     let config = match load(path) {
         Ok(config) => config,
@@ -459,7 +472,7 @@ fn tail(
     max: Option<usize>,
     idle: Option<Duration>,
 ) -> ExitCode {
-    let settings = match load_settings(path) {
+    let settings = match load_kafka_settings(path) {
         Ok(settings) => settings,
         Err(code) => return code,
     };
@@ -497,7 +510,7 @@ fn tail(
 }
 
 fn count_records(path: &std::path::Path, topic: &str) -> ExitCode {
-    let settings = match load_settings(path) {
+    let settings = match load_kafka_settings(path) {
         Ok(settings) => settings,
         Err(code) => return code,
     };
@@ -628,7 +641,7 @@ fn retry_dead_letter(
 }
 
 fn spool_dead(path: &std::path::Path, command: DeadCommand) -> ExitCode {
-    let settings = match load_settings(path) {
+    let settings = match load_kafka_settings(path) {
         Ok(settings) => settings,
         Err(code) => return code,
     };

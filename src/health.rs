@@ -43,6 +43,18 @@ pub struct Health {
     spool: OnceLock<Arc<crate::spool::Shared>>,
 }
 
+impl KafkaState {
+    /// Whether two states say the same to an operator: an outage whose reason's wording moves
+    /// (librdkafka's timings, a count) is the same outage.
+    pub fn same_as(&self, other: &KafkaState) -> bool {
+        use KafkaState::{NotYetReached, Unreachable};
+        match (self, other) {
+            (NotYetReached(_), NotYetReached(_)) | (Unreachable(_), Unreachable(_)) => true,
+            (a, b) => a == b,
+        }
+    }
+}
+
 impl Health {
     pub fn new(
         outage_blocks: bool,
@@ -88,15 +100,25 @@ impl Health {
 
     /// What fails without making the relay unready: a spool failure while some sources do not
     /// ack on the spool.
+    /// And Kafka unreachable while the sources wait for it in the spool.
     pub fn degraded(&self) -> Vec<String> {
+        let mut degraded = Vec::new();
         match self.spool_error() {
-            Some(error) if !self.spool_blocks => {
-                vec![format!(
-                    "spool not writable (sources that ack on the spool answer 503): {error}"
-                )]
-            }
-            _ => Vec::new(),
+            Some(error) if !self.spool_blocks => degraded.push(format!(
+                "spool not writable (sources that ack on the spool answer 503): {error}"
+            )),
+            _ => {}
         }
+        match self.kafka() {
+            KafkaState::NotYetReached(reason) if !self.unreached_blocks => degraded.push(format!(
+                "Kafka metadata unreachable since start (events wait in the spool): {reason}"
+            )),
+            KafkaState::Unreachable(reason) if !self.outage_blocks => degraded.push(format!(
+                "Kafka metadata unreachable (events wait in the spool): {reason}"
+            )),
+            _ => {}
+        }
+        degraded
     }
 
     pub fn set_kafka(&self, state: KafkaState) {

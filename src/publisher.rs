@@ -204,6 +204,8 @@ struct ProducerState {
     current: Arc<AtomicU64>,
     progress: Arc<DrainRate>,
     unacknowledged_memory: Arc<AtomicU64>,
+    /// What the producers' clients reported going wrong.
+    trouble: Arc<ClientTrouble>,
 }
 
 impl ProducerState {
@@ -282,7 +284,16 @@ type RequeueQueue = Arc<Mutex<Vec<Requeued>>>;
 
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        log_librdkafka(level, facility, message);
+        if matches!(
+            level,
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug
+        ) {
+            return log_librdkafka(level, facility, message, 0);
+        }
+        self.state.trouble.remember(message);
+        if let Some(repeats) = self.state.trouble.allow(message) {
+            log_librdkafka(level, facility, message, repeats);
+        }
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -309,14 +320,105 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // A broker connection that failed was just logged by librdkafka itself (facility FAIL,
-        // with its cause): once is enough.
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::BrokerTransportFailure) {
-            tracing::debug!(target: "librdkafka", %error, reason, "kafka client error");
-        } else {
-            tracing::warn!(target: "librdkafka", %error, reason, "kafka client error");
+        match error.rdkafka_error_code() {
+            // A broker connection that failed was just logged by librdkafka itself (facility
+            // FAIL, with its cause): once is enough.
+            Some(RDKafkaErrorCode::BrokerTransportFailure) => {
+                tracing::debug!(target: "librdkafka", %error, reason, "kafka client error");
+            }
+            // It follows the lines that named the cause (each broker's failure), which
+            // readiness goes on naming.
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                tracing::debug!(target: "librdkafka", %error, reason, "kafka client error");
+            }
+            _ => {
+                self.state.trouble.remember(reason);
+                // Often the very message librdkafka just logged (credentials refused, a
+                // certificate not trusted): then it is a repeat of that cause.
+                if let Some(repeats) = self.state.trouble.allow(reason) {
+                    tracing::warn!(target: "librdkafka", %error, reason, repeats, "kafka client error");
+                }
+            }
         }
     }
+}
+
+/// What the Kafka clients report going wrong (a broker away, credentials refused, a certificate
+/// not trusted), said once per cause: librdkafka repeats a failure at every reconnection (up to
+/// every `reconnect.backoff.max.ms`, for as long as it lasts), and the relay logs the first line
+/// of a cause, then at most one a minute with the count of the repeats held back. The latest
+/// one since Kafka last answered is kept for readiness to name.
+#[derive(Default)]
+pub struct ClientTrouble {
+    /// A cause ([`cause_of`]) and when its line was last written, with the repeats since.
+    said: Mutex<HashMap<String, (Instant, u64)>>,
+    latest: Mutex<Option<String>>,
+}
+
+/// How long the repeats of one cause are held back.
+const TROUBLE_REPEAT_AFTER: Duration = Duration::from_secs(60);
+/// Causes remembered at most (librdkafka's messages name brokers: a bound on strange clusters).
+const TROUBLE_CAUSES: usize = 256;
+
+impl ClientTrouble {
+    /// `Some(repeats held back)` when a line for `message` may be written now.
+    fn allow(&self, message: &str) -> Option<u64> {
+        let cause = cause_of(message);
+        let mut said = self
+            .said
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let now = Instant::now();
+        match said.get_mut(&cause) {
+            Some((at, held)) if now.duration_since(*at) < TROUBLE_REPEAT_AFTER => {
+                *held += 1;
+                None
+            }
+            Some(entry) => Some(std::mem::replace(entry, (now, 0)).1),
+            None => {
+                if said.len() >= TROUBLE_CAUSES {
+                    said.clear();
+                }
+                said.insert(cause, (now, 0));
+                Some(0)
+            }
+        }
+    }
+
+    fn remember(&self, message: &str) {
+        *self
+            .latest
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(message.to_owned());
+    }
+
+    /// The latest problem since Kafka last answered.
+    pub fn latest(&self) -> Option<String> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    /// Kafka answered: what went wrong before is no reason any more.
+    pub fn clear(&self) {
+        *self
+            .latest
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = None;
+    }
+}
+
+/// A message without what changes between two reports of one cause: the reporting thread
+/// (`[thrd:...]: `), numbers (ports, node ids, durations, counts) and librdkafka's
+/// "(after N ms in state X ...)" suffix.
+fn cause_of(message: &str) -> String {
+    let message = match message.strip_prefix("[thrd:") {
+        Some(rest) => rest.split_once("]: ").map_or(message, |(_, rest)| rest),
+        None => message,
+    };
+    let message = message.split(" (after ").next().unwrap_or(message);
+    message.chars().filter(|c| !c.is_ascii_digit()).collect()
 }
 
 /// The metadata client's context: what it meets (a broker away) the producer meets too and
@@ -416,13 +518,17 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
+fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str, repeats: u64) {
     match level {
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert
         | RDKafkaLogLevel::Critical
-        | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", facility, message),
-        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, message),
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", facility, message, repeats)
+        }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "librdkafka", facility, message, repeats)
+        }
         RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
             tracing::info!(target: "librdkafka", facility, message)
         }
@@ -479,6 +585,7 @@ impl Publisher {
             current: Arc::new(AtomicU64::new(0)),
             progress: Arc::new(DrainRate::new()),
             unacknowledged_memory: Arc::new(AtomicU64::new(0)),
+            trouble: Arc::new(ClientTrouble::default()),
         };
         let background = config.only_spool();
         let create = || client_config.create_with_context(state.context(0));
@@ -768,6 +875,17 @@ impl Publisher {
     }
 
     /// The names of the cluster's topics. Blocking, at most `timeout`.
+    /// The latest problem the producer's client reported since Kafka last answered: the likely
+    /// reason it does not answer now (credentials refused, a certificate not trusted).
+    pub fn recent_trouble(&self) -> Option<String> {
+        self.state.trouble.latest()
+    }
+
+    /// Kafka answered a metadata request.
+    pub fn clear_trouble(&self) {
+        self.state.trouble.clear();
+    }
+
     pub fn topic_names(&self, timeout: Duration) -> Result<HashSet<String>, KafkaError> {
         // Its own client: a metadata request may take the whole timeout, and holding the
         // producer's lock that long would keep a broken producer from being replaced.
@@ -920,4 +1038,43 @@ pub enum OnceError {
     Runtime(#[source] std::io::Error),
     #[error("{0}")]
     Kafka(#[source] KafkaError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_the_same_whichever_broker_thread_or_timing_reports_it() {
+        let logged = "[thrd:sasl_ssl://kafka-1:9094/1]: sasl_ssl://kafka-1:9094/1: SASL authentication error: Authentication failed (after 348ms in state AUTH_REQ)";
+        let reported = "sasl_ssl://kafka-2:9094/2: SASL authentication error: Authentication failed (after 12ms in state AUTH_REQ, 1 identical error(s) suppressed)";
+        assert_eq!(cause_of(logged), cause_of(reported));
+        assert_ne!(
+            cause_of(reported),
+            cause_of("kafka-2:9094/2: Connect to ipv4#10.0.0.2:9094 failed: Connection refused")
+        );
+    }
+
+    #[test]
+    fn a_cause_is_said_once_then_repeats_are_held_back() {
+        let trouble = ClientTrouble::default();
+        let message = "kafka-1:9092/1: Connect to ipv4#10.0.0.1:9092 failed: Connection refused";
+        assert_eq!(trouble.allow(message), Some(0));
+        assert_eq!(trouble.allow(message), None);
+        assert_eq!(
+            trouble
+                .allow("kafka-3:9092/3: Connect to ipv4#10.0.0.3:9092 failed: Connection refused"),
+            None,
+            "the same cause on another broker"
+        );
+        assert_eq!(
+            trouble.allow("SSL handshake failed"),
+            Some(0),
+            "another cause"
+        );
+        trouble.remember(message);
+        assert_eq!(trouble.latest().as_deref(), Some(message));
+        trouble.clear();
+        assert_eq!(trouble.latest(), None);
+    }
 }

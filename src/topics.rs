@@ -117,6 +117,7 @@ impl Topics {
             .or_else(|first| publisher.topic_names(timeout).map_err(|_| first));
         let state = match names {
             Ok(names) => {
+                publisher.clear_trouble();
                 let missing = self.refresh(names);
                 if missing.is_empty() {
                     KafkaState::Ok
@@ -124,7 +125,10 @@ impl Topics {
                     KafkaState::MissingTopics(missing)
                 }
             }
-            Err(error) => KafkaState::NotYetReached(error.to_string()),
+            Err(error) => KafkaState::NotYetReached(match publisher.recent_trouble() {
+                Some(cause) => format!("{error}; the Kafka client reports: {cause}"),
+                None => error.to_string(),
+            }),
         };
         health.set_kafka(state.clone());
         state
@@ -161,7 +165,7 @@ impl Watcher {
                             topics.refresh_limits(&publisher, timeout);
                             limits_read = Some(Instant::now());
                         }
-                        if state != previous {
+                        if !state.same_as(&previous) {
                             match &state {
                                 KafkaState::Ok => tracing::info!("Kafka metadata reachable, every topic exists"),
                                 other => tracing::warn!(state = ?other, "Kafka is not ready for this relay"),

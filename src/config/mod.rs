@@ -85,7 +85,13 @@ impl Config {
     pub fn from_settings(settings: Settings) -> Result<Config, ConfigErrors> {
         let mut errors = ConfigErrors::default();
         let (trusted_proxies, tls) = check_server(&settings.server, &mut errors);
+        let mut settings = settings;
         check_kafka(&settings.kafka, &mut errors);
+        if let Err(bad) = resolve_kafka_secrets(&mut settings.kafka) {
+            for (key, reason) in bad {
+                errors.push(format!("kafka.options.\"{key}\""), reason);
+            }
+        }
         check_delivery(&settings, &mut errors);
         if let Err(reason) = tracing_subscriber::EnvFilter::try_new(&settings.telemetry.level) {
             errors.push(
@@ -190,6 +196,40 @@ fn check_kafka(kafka: &KafkaSettings, errors: &mut ConfigErrors) {
     }
     if kafka.topic_replication < 1 {
         errors.push("kafka.topic_replication", "must be at least 1");
+    }
+}
+
+/// The librdkafka properties that hold a credential: written as a secret reference (`env:NAME`,
+/// `file:/path`) like every other secret, never literally.
+pub const KAFKA_SECRET_OPTIONS: &[&str] = &[
+    "sasl.password",
+    "sasl.oauthbearer.client.secret",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl.keystore.password",
+];
+
+/// Replaces the secret references among `[kafka.options]` by the secrets they name, for the
+/// Kafka clients; the keys and reasons of those that cannot be resolved (the secret never in a
+/// reason).
+pub fn resolve_kafka_secrets(kafka: &mut KafkaSettings) -> Result<(), Vec<(String, String)>> {
+    let mut bad = Vec::new();
+    for key in KAFKA_SECRET_OPTIONS {
+        let Some(value) = kafka.options.get_mut(*key) else {
+            continue;
+        };
+        match crate::secret::Secret::resolve(value).and_then(|secret| {
+            String::from_utf8(secret.expose().to_vec())
+                .map_err(|_| "the secret is not UTF-8 text".to_owned())
+        }) {
+            Ok(resolved) => *value = resolved,
+            Err(reason) => bad.push(((*key).to_owned(), reason)),
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad)
     }
 }
 

@@ -16,6 +16,7 @@ mod helpers;
 mod hostile;
 mod identity;
 mod interop;
+mod kafka_security;
 mod logs;
 mod observability;
 mod poison;
