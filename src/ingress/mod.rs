@@ -793,6 +793,7 @@ fn report(
     let line = LogLine {
         request_id,
         source: source_label,
+        entry,
         path,
         status,
         latency_ms: elapsed.as_secs_f64() * 1000.0,
@@ -836,10 +837,36 @@ fn count_outcome(
 struct LogLine<'a> {
     request_id: &'a str,
     source: &'a str,
-    /// Never the query string, which may carry a token.
+    entry: Option<&'a SourceEntry>,
+    /// The request's path, logged only as [`logged_path`] says.
     path: &'a str,
     status: u16,
     latency_ms: f64,
+}
+
+/// What a refusal's log line says of the path: the hook path as far as the relay recognised it
+/// (the source's name, the event's when the source accepts it) and nothing it did not. A sender
+/// that writes the token's delimiter wrongly (`/course.completed.50%3Ftoken=...`, `;token=`,
+/// `&token=`, `/token=`) or pastes it as a segment puts the credential in the path; a segment the
+/// relay did not recognise is never logged, and the query string never is.
+fn logged_path(path: &str, entry: Option<&SourceEntry>, rejection: &Rejection) -> String {
+    let Some(hook) = HookPath::parse(path) else {
+        return "(not a hook path)".to_owned();
+    };
+    let Some(entry) = entry else {
+        return "/hooks/(unknown source)".to_owned();
+    };
+    let source = entry.source.name.as_str();
+    match hook.event {
+        None => format!("/hooks/{source}"),
+        Some(_) if matches!(rejection, Rejection::UnknownEvent) => {
+            format!("/hooks/{source}/(unknown event)")
+        }
+        Some(event) if entry.source.event_type(Some(event)).is_some() => {
+            format!("/hooks/{source}/{event}")
+        }
+        Some(_) => format!("/hooks/{source}/(unknown event)"),
+    }
 }
 
 impl LogLine<'_> {
@@ -847,6 +874,7 @@ impl LogLine<'_> {
         let LogLine {
             request_id,
             source,
+            entry,
             path,
             status,
             latency_ms,
@@ -882,7 +910,7 @@ impl LogLine<'_> {
             Err(rejection) if rejection.status().is_server_error() => tracing::warn!(
                 request_id,
                 source,
-                path,
+                path = logged_path(path, entry, rejection),
                 status,
                 code = rejection.code(),
                 latency_ms,
@@ -891,7 +919,7 @@ impl LogLine<'_> {
             Err(rejection) => tracing::info!(
                 request_id,
                 source,
-                path,
+                path = logged_path(path, entry, rejection),
                 status,
                 code = rejection.code(),
                 schema_violation = match rejection {

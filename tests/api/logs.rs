@@ -127,6 +127,36 @@ async fn debug_logs_carry_request_ids_but_no_secret_signature_or_personal_data()
             200,
         ),
     ];
+    // A sender that writes the token's delimiter wrongly, or pastes the token as a segment, puts
+    // it in the path: a 404 whose log line must not carry it.
+    let base = format!("http://{address}/hooks");
+    let mut requests = requests;
+    for (request_id, url) in [
+        (
+            "req-token-pct3f",
+            format!("{base}/tagmango/course.completed.50%3Ftoken={TOKEN}"),
+        ),
+        (
+            "req-token-amp",
+            format!("{base}/tagmango/course.completed.50&token={TOKEN}"),
+        ),
+        (
+            "req-token-semicolon",
+            format!("{base}/tagmango/course.completed.50;token={TOKEN}"),
+        ),
+        (
+            "req-token-segment",
+            format!("{base}/tagmango/course.completed.50/token={TOKEN}"),
+        ),
+        ("req-token-as-event", format!("{base}/tagmango/{TOKEN}")),
+        (
+            "req-token-in-source",
+            format!("{base}/tagmango%3Ftoken={TOKEN}/course.completed.50"),
+        ),
+        ("req-token-as-source", format!("{base}/{TOKEN}")),
+    ] {
+        requests.push((request_id, url, person(""), vec![], 404));
+    }
     let client = reqwest::Client::new();
     for (request_id, url, body, headers, status) in &requests {
         let mut request = client
