@@ -26,7 +26,7 @@ use crate::topics::{Topics, Watcher};
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("these Kafka topics do not exist: {}. Create them, or set kafka.create_topics = true", .0.join(", "))]
+    #[error("these Kafka topics do not exist, or this relay's Kafka user may not see them (ACL Describe): {}. Create them (or set kafka.create_topics = true), or grant Describe and Write on them", .0.join(", "))]
     MissingTopics(Vec<String>),
     #[error("cannot create the Kafka producer: {0}")]
     Producer(rdkafka::error::KafkaError),

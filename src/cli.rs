@@ -384,13 +384,17 @@ fn load_settings(path: &std::path::Path) -> Result<crate::config::Settings, Exit
 /// commands that talk to Kafka without serving).
 fn load_kafka_settings(path: &std::path::Path) -> Result<crate::config::Settings, ExitCode> {
     let mut settings = load_settings(path)?;
-    crate::config::resolve_kafka_secrets(&mut settings.kafka).map_err(|bad| {
-        for (key, reason) in bad {
-            eprintln!("{}: kafka.options.\"{key}\": {reason}", path.display());
-        }
-        ExitCode::from(EXIT_CONFIG)
-    })?;
-    Ok(settings)
+    let bad = match crate::config::resolve_kafka_secrets(&mut settings.kafka) {
+        Ok(()) => crate::config::check_kafka_options(&settings.kafka),
+        Err(bad) => bad,
+    };
+    if bad.is_empty() {
+        return Ok(settings);
+    }
+    for (key, reason) in bad {
+        eprintln!("{}: kafka.options.\"{key}\": {reason}", path.display());
+    }
+    Err(ExitCode::from(EXIT_CONFIG))
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {

@@ -6,6 +6,12 @@ use std::path::Path;
 
 use prometheus::{IntCounter, IntCounterVec};
 
+use crate::telemetry::Throttle;
+
+/// How often the lines of an outcome that can repeat for as long as a fault lasts (records sent
+/// again, dead letters) are written at most; each carries the count of those held back.
+pub const REPEAT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why spooled records were skipped.
 pub enum LostCause<'a> {
     /// Intact (its checksum matches) but in a format this binary does not know.
@@ -67,12 +73,17 @@ pub struct RecordsResent {
 }
 
 impl RecordsResent {
-    pub fn emit(&self, retries: &IntCounter) {
-        tracing::warn!(
-            from_seq = self.from_seq,
-            records = self.count,
-            "spool: Kafka did not acknowledge records; sending them again"
-        );
+    /// Counted always; logged as `logged` allows (a short `message.timeout.ms` and a Kafka that
+    /// stays away would resend every few seconds).
+    pub fn emit(&self, retries: &IntCounter, logged: &Throttle) {
+        if let Some(suppressed) = logged.allow() {
+            tracing::warn!(
+                from_seq = self.from_seq,
+                records = self.count,
+                suppressed,
+                "spool: Kafka did not acknowledge records; sending them again"
+            );
+        }
         retries.inc_by(self.count);
     }
 }
@@ -98,7 +109,16 @@ pub struct DeadLettered<'a> {
 }
 
 impl DeadLettered<'_> {
-    pub fn emit(&self, total: &IntCounterVec) {
+    /// Counted always; the forwarder's lines as `logged` allows (a topic Kafka refuses turns
+    /// every one of its events into a dead letter), the ingress's (one per refused request,
+    /// beside its request line) always.
+    pub fn emit(&self, total: &IntCounterVec, logged: Option<&Throttle>) {
+        total.with_label_values(&[self.source, self.reason]).inc();
+        let suppressed = match logged.map(Throttle::allow) {
+            None => 0,
+            Some(Some(suppressed)) => suppressed,
+            Some(None) => return,
+        };
         let (seq, id, source, reason) = (self.seq, self.id, self.source, self.reason);
         match &self.place {
             DeadLetterPlace::Topic(topic) => tracing::error!(
@@ -106,12 +126,14 @@ impl DeadLettered<'_> {
                 source,
                 reason,
                 topic,
+                suppressed,
                 "spool: Kafka refused a record for good; it is on the dead-letter topic"
             ),
             DeadLetterPlace::Directory(directory) => tracing::error!(
                 seq,
                 source,
                 reason,
+                suppressed,
                 directory = %directory.display(),
                 "spool: Kafka refused a record for good; it is in the dead-letter directory (hookrelay spool dead list)"
             ),
@@ -119,6 +141,5 @@ impl DeadLettered<'_> {
                 tracing::info!(id, reason, "refused event kept on the dead-letter topic")
             }
         }
-        total.with_label_values(&[source, reason]).inc();
     }
 }

@@ -176,7 +176,10 @@ impl Health {
             }
             KafkaState::Unreachable(_) => {}
             KafkaState::MissingTopics(topics) => {
-                reasons.push(format!("missing Kafka topics: {}", topics.join(", ")))
+                reasons.push(format!(
+                    "missing Kafka topics (or not visible to this relay's Kafka user: ACL Describe): {}",
+                    topics.join(", ")
+                ))
             }
         }
         reasons

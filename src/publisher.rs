@@ -183,7 +183,7 @@ pub struct Pending {
 pub struct DeliveryContext {
     /// What every producer of the publisher shares.
     state: ProducerState,
-    /// One delivery-failure line a second at most (the count of the others goes with it).
+    /// One delivery-failure line every 10 s at most (the count of the others goes with it).
     failures_logged: Throttle,
     /// Which producer this context belongs to (see [`ProducerState::current`]).
     generation: u64,
@@ -213,7 +213,7 @@ impl ProducerState {
     fn context(&self, generation: u64) -> DeliveryContext {
         DeliveryContext {
             state: self.clone(),
-            failures_logged: Throttle::new(Duration::from_secs(1)),
+            failures_logged: Throttle::new(Duration::from_secs(10)),
             generation,
         }
     }
@@ -410,12 +410,18 @@ impl ClientTrouble {
 }
 
 /// A message without what changes between two reports of one cause: the reporting thread
-/// (`[thrd:...]: `), numbers (ports, node ids, durations, counts) and librdkafka's
-/// "(after N ms in state X ...)" suffix.
+/// (`[thrd:...]: `), the broker it names, numbers (ports, node ids, durations, counts) and
+/// librdkafka's "(after N ms in state X ...)" suffix.
 fn cause_of(message: &str) -> String {
     let message = match message.strip_prefix("[thrd:") {
         Some(rest) => rest.split_once("]: ").map_or(message, |(_, rest)| rest),
         None => message,
+    };
+    // librdkafka names the broker first ("sasl_ssl://kafka-1:9094/1: ..."): one cause on
+    // several brokers, or on a broker and its bootstrap alias, is one cause.
+    let message = match message.split_once(": ") {
+        Some((broker, rest)) if broker.contains('/') && !broker.contains(' ') => rest,
+        _ => message,
     };
     let message = message.split(" (after ").next().unwrap_or(message);
     message.chars().filter(|c| !c.is_ascii_digit()).collect()
@@ -484,7 +490,12 @@ impl ProducerContext for DeliveryContext {
                 if is_unrecoverable(error) {
                     self.mark_broken();
                 }
-                if let Some(suppressed) = self.failures_logged.allow() {
+                // A record refused for good is not sent again: the forwarder's dead-letter
+                // line says where it went.
+                let permanent = matches!(Refusal::of(error), Refusal::Permanent(_));
+                let report = matches!(pending.notify, Notify::Report { .. });
+                if permanent && report {
+                } else if let Some(suppressed) = self.failures_logged.allow() {
                     match pending.notify {
                         Notify::Memory(_) => {
                             tracing::error!(%error, suppressed, "record lost: Kafka did not acknowledge an event accepted in memory mode")
@@ -1053,6 +1064,11 @@ mod tests {
             cause_of(reported),
             cause_of("kafka-2:9094/2: Connect to ipv4#10.0.0.2:9094 failed: Connection refused")
         );
+        assert_eq!(
+            cause_of("sasl_ssl://kafka-a.example:9094/bootstrap: SSL handshake failed"),
+            cause_of("sasl_ssl://kafka-b.example:9094/2: SSL handshake failed"),
+            "the same cause on brokers named by letters, or a bootstrap alias"
+        );
     }
 
     #[test]
@@ -1063,7 +1079,7 @@ mod tests {
         assert_eq!(trouble.allow(message), None);
         assert_eq!(
             trouble
-                .allow("kafka-3:9092/3: Connect to ipv4#10.0.0.3:9092 failed: Connection refused"),
+                .allow("kafka-c:9092/3: Connect to ipv4#10.0.0.3:9092 failed: Connection refused"),
             None,
             "the same cause on another broker"
         );

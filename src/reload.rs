@@ -27,7 +27,7 @@ use crate::topics::Topics;
 pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigErrors),
-    #[error("these Kafka topics do not exist: {}", .0.join(", "))]
+    #[error("these Kafka topics do not exist, or this relay's Kafka user may not see them (ACL Describe): {}", .0.join(", "))]
     MissingTopics(Vec<String>),
     #[error(transparent)]
     CreateTopics(#[from] crate::publisher::TopicError),

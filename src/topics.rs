@@ -110,11 +110,16 @@ impl Topics {
     /// Fetches metadata once and records the result in `health`.
     pub fn check(&self, publisher: &Publisher, health: &Health, timeout: Duration) -> KafkaState {
         // A request that found one broker frozen (connected, never answering) times out; the
-        // next one goes to another broker (librdkafka picks one at random among those up), so
-        // one broker's stall does not make the relay unready while the others serve.
-        let names = publisher
-            .topic_names(timeout)
-            .or_else(|first| publisher.topic_names(timeout).map_err(|_| first));
+        // next one is likely to go to another (librdkafka spreads requests over the brokers that
+        // are up), so one broker's stall does not make the relay unready while the others
+        // serve. A request refused at once (no broker up, credentials refused) is not repeated.
+        let names = publisher.topic_names(timeout).or_else(|first| {
+            if timed_out(&first) {
+                publisher.topic_names(timeout).map_err(|_| first)
+            } else {
+                Err(first)
+            }
+        });
         let state = match names {
             Ok(names) => {
                 publisher.clear_trouble();
@@ -194,4 +199,14 @@ impl Watcher {
             let _ = thread.join();
         }
     }
+}
+
+/// A metadata request that got no answer in time (as from a broker that is frozen), rather than
+/// one refused at once (no broker up, credentials refused).
+fn timed_out(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(Code::OperationTimedOut | Code::RequestTimedOut)
+    )
 }

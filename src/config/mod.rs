@@ -87,10 +87,12 @@ impl Config {
         let (trusted_proxies, tls) = check_server(&settings.server, &mut errors);
         let mut settings = settings;
         check_kafka(&settings.kafka, &mut errors);
-        if let Err(bad) = resolve_kafka_secrets(&mut settings.kafka) {
-            for (key, reason) in bad {
-                errors.push(format!("kafka.options.\"{key}\""), reason);
-            }
+        let resolved = resolve_kafka_secrets(&mut settings.kafka);
+        for (key, reason) in resolved
+            .err()
+            .unwrap_or_else(|| check_kafka_options(&settings.kafka))
+        {
+            errors.push(format!("kafka.options.\"{key}\""), reason);
         }
         check_delivery(&settings, &mut errors);
         if let Err(reason) = tracing_subscriber::EnvFilter::try_new(&settings.telemetry.level) {
@@ -204,10 +206,42 @@ fn check_kafka(kafka: &KafkaSettings, errors: &mut ConfigErrors) {
 pub const KAFKA_SECRET_OPTIONS: &[&str] = &[
     "sasl.password",
     "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.client.credentials.client.secret",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
     "ssl.key.password",
     "ssl.key.pem",
     "ssl.keystore.password",
 ];
+
+/// The `[kafka.options]` librdkafka refuses (an unknown or misspelt property, one this build does
+/// not support, a value out of range), each with librdkafka's reason: checked at load, so that
+/// no Kafka client is ever created from them. The value is never in a reason (librdkafka's own
+/// message repeats it, and a misspelt `sasl.pasword` holds a password).
+pub fn check_kafka_options(kafka: &KafkaSettings) -> Vec<(String, String)> {
+    kafka
+        .options
+        .iter()
+        .filter_map(|(key, value)| {
+            let mut one = rdkafka::ClientConfig::new();
+            one.set(key, value);
+            let error = one.create_native_config().err()?;
+            let reason = match &error {
+                rdkafka::error::KafkaError::ClientConfig(_, description, ..) => description.clone(),
+                other => other.to_string(),
+            };
+            let reason = if value.is_empty() {
+                reason
+            } else {
+                reason.replace(value.as_str(), "<value>")
+            };
+            Some((
+                key.clone(),
+                format!("librdkafka does not accept it: {reason}"),
+            ))
+        })
+        .collect()
+}
 
 /// Replaces the secret references among `[kafka.options]` by the secrets they name, for the
 /// Kafka clients; the keys and reasons of those that cannot be resolved (the secret never in a

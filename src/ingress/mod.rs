@@ -632,7 +632,7 @@ impl<'a> Authentic<'a> {
                     reason,
                     place: DeadLetterPlace::RefusedKept,
                 }
-                .emit(&self.ingress.metrics.dead_letters);
+                .emit(&self.ingress.metrics.dead_letters, None);
                 rejection
             }
             Err(unavailable) => unavailable,

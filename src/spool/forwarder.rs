@@ -83,6 +83,9 @@ struct Forwarder {
     dead_letter_topic: Option<String>,
     dead_letters: DeadLetters,
     dead_letters_total: IntCounterVec,
+    /// The lines of resends and dead letters, which repeat for as long as their cause lasts.
+    resends_logged: crate::telemetry::Throttle,
+    dead_letters_logged: crate::telemetry::Throttle,
     /// Some record of the window waits in [`State::Refused`] or [`State::ToDirectory`].
     refused_waiting: bool,
     /// Where the producer sends the delivery reports of this forwarder's records.
@@ -155,6 +158,8 @@ pub(super) fn spawn(
         dead_letter_topic: dead_letter.topic,
         dead_letters: DeadLetters::new(&shared_dir),
         dead_letters_total: dead_letter.total,
+        resends_logged: crate::telemetry::Throttle::new(crate::events::REPEAT_LOG_INTERVAL),
+        dead_letters_logged: crate::telemetry::Throttle::new(crate::events::REPEAT_LOG_INTERVAL),
         refused_waiting: false,
         reports: Arc::new(Reports(events.clone())),
         reader,
@@ -282,7 +287,7 @@ impl Forwarder {
                                 self.dead_letter_topic.as_deref().unwrap_or_default(),
                             ),
                         }
-                        .emit(&self.dead_letters_total);
+                        .emit(&self.dead_letters_total, Some(&self.dead_letters_logged));
                     }
                     (Some(Refusal::Permanent(reason)), None) => {
                         entry.state = State::Refused(reason);
@@ -460,7 +465,7 @@ impl Forwarder {
                     reason,
                     place: DeadLetterPlace::Directory(self.dead_letters.dir()),
                 }
-                .emit(&self.dead_letters_total);
+                .emit(&self.dead_letters_total, Some(&self.dead_letters_logged));
                 true
             }
             Err(error) => {
@@ -595,7 +600,7 @@ impl Forwarder {
             from_seq: first_failed,
             count: resent as u64,
         }
-        .emit(&self.retries);
+        .emit(&self.retries, &self.resends_logged);
         self.reader.seek(location, first_failed);
         self.rewind_to = None;
         self.paused_until = Some(Instant::now() + REWIND_PAUSE);

@@ -224,6 +224,34 @@ async fn a_literal_kafka_password_is_refused_at_load() {
     );
 }
 
+/// librdkafka's own messages repeat a refused property's value: a misspelt key holding a
+/// password, or a secret for a mechanism this build lacks, is refused at load naming the key
+/// only, and never reaches a Kafka client.
+#[tokio::test]
+async fn a_kafka_property_librdkafka_refuses_is_named_without_its_value() {
+    let mut config = secure_config(AckMode::Spool, PASSWORD, "ca.pem");
+    let secret_file = config.file("oidc.secret");
+    std::fs::write(&secret_file, "oidc-secret-5c2e").unwrap();
+    let options = &mut config.settings.kafka.options;
+    options.insert("sasl.pasword".to_owned(), PASSWORD.to_owned());
+    options.insert(
+        "sasl.oauthbearer.client.secret".to_owned(),
+        format!("file:{}", secret_file.display()),
+    );
+    let Err(errors) = hookrelay::config::Config::from_settings(config.settings.clone()) else {
+        panic!("properties librdkafka refuses are refused at load");
+    };
+    let errors = errors.to_string();
+    assert!(
+        errors.contains("kafka.options.\"sasl.pasword\""),
+        "{errors}"
+    );
+    assert!(errors.contains("librdkafka does not accept it"), "{errors}");
+    for secret in [PASSWORD, "oidc-secret-5c2e"] {
+        assert!(!errors.contains(secret), "{secret} in: {errors}");
+    }
+}
+
 /// A wrong password in `spool` mode: accepted events wait in the spool, the log names the cause
 /// a few times, not at every reconnection, and never the password; fixing the password file
 /// takes a restart (a reload lists `kafka.options` as needing one), and then every event waiting
