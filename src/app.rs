@@ -336,10 +336,19 @@ async fn prepare_topics(
                 .await
                 .map_err(StartupError::CreateTopics)?;
             tracing::info!(topics = missing.join(", "), "created missing topics");
-            if let KafkaState::MissingTopics(still) =
-                check_topics(topics, publisher, health, config).await
-            {
-                return Err(StartupError::MissingTopics(still));
+            // Kafka answers CreateTopics once its controller has them; the brokers' metadata
+            // lists them a moment later.
+            let deadline = tokio::time::Instant::now() + config.kafka.metadata_timeout_ms;
+            loop {
+                match check_topics(topics, publisher, health, config).await {
+                    KafkaState::MissingTopics(still) if tokio::time::Instant::now() >= deadline => {
+                        return Err(StartupError::MissingTopics(still))
+                    }
+                    KafkaState::MissingTopics(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                    }
+                    _ => break,
+                }
             }
         }
         KafkaState::MissingTopics(missing) => return Err(StartupError::MissingTopics(missing)),

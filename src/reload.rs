@@ -142,6 +142,10 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<String> {
     check("server.listen", a.listen != b.listen);
     check("server.admin_listen", a.admin_listen != b.admin_listen);
     check("server.workers", a.workers != b.workers);
+    check(
+        "server.body_memory_bytes",
+        a.body_memory_bytes != b.body_memory_bytes,
+    );
     // Turning HTTPS on or off changes the listener; new certificate files do not.
     check("server.tls", a.tls.is_some() != b.tls.is_some());
     check(

@@ -172,6 +172,8 @@ pub struct Source {
     pub content_types: Vec<String>,
     pub success_status: StatusCode,
     pub max_body_bytes: usize,
+    /// Body bytes this source's requests may hold at once.
+    pub body_memory_bytes: usize,
     pub dedup: Option<DedupWindow>,
     pub rate_limit: Option<RateLimit>,
     /// Where the sender's event id is, tried in order (`event_id_from`, else the auth preset's).
@@ -294,6 +296,31 @@ impl<'a> Check<'a> {
             .then_some(DedupWindow {
                 max_entries: idempotency.max_entries,
             })
+    }
+
+    /// `body_memory_bytes`: room for at least one body of the largest size, within the relay's.
+    fn body_memory_bytes(
+        &mut self,
+        settings: &SourceSettings,
+        root: &Settings,
+        max_body: usize,
+    ) -> usize {
+        let relay = root.server.body_memory_bytes;
+        let memory = settings.body_memory_bytes.unwrap_or(relay / 2);
+        if memory < max_body {
+            self.push(
+                if settings.body_memory_bytes.is_some() { "body_memory_bytes" } else { "max_body_bytes" },
+                format!(
+                    "a body of max_body_bytes ({max_body}) must fit the source's body memory ({memory} bytes; by default half of server.body_memory_bytes)"
+                ),
+            );
+        } else if memory > relay {
+            self.push(
+                "body_memory_bytes",
+                format!("must not exceed server.body_memory_bytes ({relay})"),
+            );
+        }
+        memory
     }
 
     fn rate_limit(&mut self) -> Option<RateLimit> {
@@ -510,6 +537,7 @@ impl Source {
         if max_body_bytes == 0 {
             check.push("max_body_bytes", "must be greater than 0");
         }
+        let body_memory_bytes = check.body_memory_bytes(settings, root, max_body_bytes);
         let dedup = check.dedup_window(identity.as_ref());
         let rate_limit = check.rate_limit();
         let preset = auth
@@ -559,6 +587,7 @@ impl Source {
                     content_types,
                     success_status,
                     max_body_bytes,
+                    body_memory_bytes,
                     dedup,
                     rate_limit,
                     event_id_from,

@@ -58,6 +58,8 @@ pub struct SourceEntry {
     pub source: Source,
     pub metrics: Arc<SourceMetrics>,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// The body bytes this source's requests hold.
+    body_memory: body::BodyBudget,
 }
 
 /// A reload that needs the spool this process did not open.
@@ -71,6 +73,8 @@ pub struct SpoolNotOpen {
 pub struct Ingress {
     /// Replaced whole by a configuration reload; a request keeps the version it started with.
     live: ArcSwap<Live>,
+    /// The body bytes all requests hold (kept across reloads: the bound on the relay's memory).
+    body_memory: body::BodyBudget,
     publisher: Arc<Publisher>,
     topics: Arc<Topics>,
     health: Arc<Health>,
@@ -107,6 +111,7 @@ impl Ingress {
     ) -> Ingress {
         Ingress {
             live: ArcSwap::from_pointee(Live::new(config, &metrics)),
+            body_memory: body::BodyBudget::new(config.server.body_memory_bytes),
             delivery: Delivery::new(publisher.clone(), spool, idempotency.clone()),
             publisher,
             topics,
@@ -145,6 +150,7 @@ impl Live {
                             Quota::per_second(limit.per_second).allow_burst(limit.burst),
                         )
                     }),
+                    body_memory: body::BodyBudget::new(source.body_memory_bytes),
                     source: source.clone(),
                 };
                 (source.name.as_str().to_owned(), entry)
@@ -441,7 +447,8 @@ async fn accept(
         declared_length,
     } = admitted;
     let source = &entry.source;
-    let body = read_body(payload, entry, live, declared_length).await?;
+    let mut held = body::Held::new(&entry.body_memory, &ingress.body_memory);
+    let body = read_body(payload, entry, live, declared_length, &mut held).await?;
     let body = source
         .auth
         .verify(request, Unverified::new(body), received)
@@ -502,18 +509,23 @@ async fn accept(
     }))
 }
 
-/// Reads the body within the source's limit and the body deadline.
+/// Reads the body within the source's limit, the body deadline and the body memory (`held`
+/// keeps its bytes until the request is answered).
 async fn read_body(
     payload: &mut Payload,
     entry: &SourceEntry,
     live: &Live,
     declared_length: Option<usize>,
+    held: &mut body::Held<'_>,
 ) -> Result<Bytes, Rejection> {
     let deadline = tokio::time::Instant::now() + live.body_timeout;
     let limit = entry.source.max_body_bytes;
-    let body = body::read(payload, limit, declared_length, deadline)
+    let body = body::read(payload, limit, declared_length, deadline, held)
         .await
         .map_err(|error| match error {
+            body::BodyError::NoRoom => Rejection::BodyMemoryFull {
+                retry_after: MIN_RETRY_AFTER,
+            },
             body::BodyError::TooLarge => Rejection::PayloadTooLarge { limit },
             body::BodyError::TimedOut => Rejection::BodyTimeout {
                 timeout: live.body_timeout,

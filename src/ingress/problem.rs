@@ -59,6 +59,8 @@ pub enum Rejection {
     SpoolFull { retry_after: u64 },
     #[error("spool unavailable")]
     SpoolUnavailable { retry_after: u64 },
+    #[error("body memory full")]
+    BodyMemoryFull { retry_after: u64 },
 }
 
 #[derive(Serialize)]
@@ -94,7 +96,8 @@ impl Rejection {
             | Rejection::QueueFull { .. }
             | Rejection::KafkaUnavailable { .. }
             | Rejection::SpoolFull { .. }
-            | Rejection::SpoolUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | Rejection::SpoolUnavailable { .. }
+            | Rejection::BodyMemoryFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -127,6 +130,7 @@ impl Rejection {
             Rejection::RateLimited { .. } => "rate_limited",
             Rejection::SpoolFull { .. } => "spool_full",
             Rejection::SpoolUnavailable { .. } => "spool_unavailable",
+            Rejection::BodyMemoryFull { .. } => "body_memory_full",
         }
     }
 
@@ -185,6 +189,10 @@ impl Rejection {
             Rejection::SpoolUnavailable { .. } => {
                 "the relay cannot store the event durably right now; retry later".to_owned()
             }
+            Rejection::BodyMemoryFull { .. } => {
+                "the relay holds as many request bodies for this source as it may; retry later"
+                    .to_owned()
+            }
         }
     }
 
@@ -195,7 +203,8 @@ impl Rejection {
             | Rejection::KafkaUnavailable { retry_after }
             | Rejection::RateLimited { retry_after }
             | Rejection::SpoolFull { retry_after }
-            | Rejection::SpoolUnavailable { retry_after } => Some(*retry_after),
+            | Rejection::SpoolUnavailable { retry_after }
+            | Rejection::BodyMemoryFull { retry_after } => Some(*retry_after),
             _ => None,
         }
     }

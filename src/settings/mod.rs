@@ -72,6 +72,9 @@ pub struct ServerSettings {
     pub admin_listen: SocketAddr,
     /// Largest accepted request body; a source may lower or raise it.
     pub max_body_bytes: usize,
+    /// Request body bytes the relay holds at once, all requests together (a body takes its
+    /// bytes before it is read, when it declares its length, else as it arrives).
+    pub body_memory_bytes: usize,
     /// Time allowed from the request head to the last body byte.
     #[serde(with = "millis")]
     pub body_timeout_ms: Duration,
@@ -107,6 +110,7 @@ impl Default for ServerSettings {
             // What fits a Kafka record under librdkafka's default message.max.bytes (1 000 000)
             // with room for its key and headers.
             max_body_bytes: 960 * 1024,
+            body_memory_bytes: 64 * 1024 * 1024,
             body_timeout_ms: Duration::from_millis(10_000),
             shutdown_timeout_ms: Duration::from_millis(10_000),
             workers: 0,
@@ -263,6 +267,10 @@ pub struct SourceSettings {
     /// Overrides `server.max_body_bytes` for this source.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// Request body bytes this source's requests hold at once; default half of
+    /// `server.body_memory_bytes`, so that a flood on one source leaves room for the others.
+    #[serde(default)]
+    pub body_memory_bytes: Option<usize>,
     /// Requests per second this source may send: `{ per_second = N, burst = M }`.
     #[serde(default)]
     pub rate_limit: Option<RateLimitSettings>,
@@ -315,6 +323,7 @@ impl SourceSettings {
             content_types: default_content_types(),
             success_status: default_success_status(),
             max_body_bytes: None,
+            body_memory_bytes: None,
             rate_limit: None,
             event_id_from: None,
             event_from: None,

@@ -366,7 +366,7 @@ impl PrivateBroker {
 /// Spawns `command` from a thread that lives as long as the test process, with the parent-death
 /// signal set, so the child dies with the test binary whatever way it ends (the signal follows
 /// the thread that forked, so that thread never ends).
-fn spawn_tied_to_this_process(command: Command) -> std::io::Result<Child> {
+pub fn spawn_tied_to_this_process(command: Command) -> std::io::Result<Child> {
     type Request = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Request>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {

@@ -72,13 +72,14 @@ pub async fn start_relay_process_logging(
     log: impl Into<Stdio>,
 ) -> (Child, String) {
     config.on_free_ports();
-    let relay = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+    command
         .args(["serve", "--config"])
         .arg(&config.path)
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("relay starts");
+        .stderr(log);
+    // Dies with the test binary, also when the test panics before it stops the relay.
+    let relay = crate::broker::spawn_tied_to_this_process(command).expect("relay starts");
     let address = format!("127.0.0.1:{}", config.ingress_port());
     let waited = address.clone();
     tokio::task::spawn_blocking(move || wait_for_port(&waited, Duration::from_secs(30)))

@@ -18,6 +18,7 @@ mod identity;
 mod interop;
 mod kafka_security;
 mod logs;
+mod memory;
 mod observability;
 mod poison;
 mod publish;
