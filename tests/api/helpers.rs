@@ -109,9 +109,17 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// On the shared broker (started on first use).
     fn default() -> Self {
+        Options::on(broker().address.clone())
+    }
+}
+
+impl Options {
+    /// The defaults, on `brokers`.
+    pub fn on(brokers: String) -> Options {
         Options {
-            brokers: broker().address.clone(),
+            brokers,
             ack: AckMode::Broker,
             max_body_bytes: 65_536,
             body_timeout_ms: 2_000,

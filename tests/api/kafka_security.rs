@@ -141,9 +141,8 @@ fn acl(plain: &str, args: &[&str]) {
 fn secure_config(ack: AckMode, password: &str, ca: &str) -> TestConfig {
     let kafka = secure_kafka();
     let mut config = TestConfig::new(&Options {
-        brokers: kafka.secure.clone(),
         ack,
-        ..Options::default()
+        ..Options::on(kafka.secure.clone())
     });
     let password_file = config.file("kafka.password");
     std::fs::write(&password_file, format!("{password}\n")).unwrap();

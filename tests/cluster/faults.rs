@@ -28,15 +28,9 @@ async fn survive(
 ) -> Report {
     let mut cluster = cluster().await;
     let mut config = TestConfig::new(&Options {
-        brokers: cluster.bootstrap.clone(),
         ack,
-        max_body_bytes: 65_536,
-        body_timeout_ms: 2_000,
-        broker_timeout_ms: 5_000,
-        shutdown_timeout_ms: 5_000,
-        create_topics: true,
-        spool_max_bytes: 64 * 1024 * 1024,
         kafka_options,
+        ..Options::on(cluster.bootstrap.clone())
     });
     config.settings.kafka.topic_replication = REPLICAS as i32;
     let topic = config.topic(EVENT);
