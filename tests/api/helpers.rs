@@ -88,6 +88,13 @@ pub async fn start_relay_process_logging(
     (relay, address)
 }
 
+/// Stops a relay process as an orchestrator would (SIGTERM) and waits for it.
+pub fn stop_relay_process(relay: &mut Child) {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(relay.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = relay.wait();
+}
+
 /// A unique topic prefix, so tests never see each other's records.
 pub fn unique_prefix() -> String {
     format!("it-{}", uuid::Uuid::now_v7().simple())

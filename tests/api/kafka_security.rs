@@ -13,8 +13,8 @@ use hookrelay::settings::AckMode;
 
 use crate::broker::{cluster_id, free_port, node_dir, KafkaNode};
 use crate::helpers::{
-    read_topic_from, repo_path, spawn_from_config, start_relay_process_logging, Options,
-    TestConfig, TOKEN,
+    read_topic_from, repo_path, spawn_from_config, start_relay_process_logging, stop_relay_process,
+    Options, TestConfig, TOKEN,
 };
 
 const USER: &str = "relay-writer";
@@ -160,6 +160,14 @@ fn secure_config(ack: AckMode, password: &str, ca: &str) -> TestConfig {
     config
 }
 
+/// What loading `config` refuses (it must be refused).
+fn load_errors(config: &TestConfig) -> String {
+    match hookrelay::config::Config::from_settings(config.settings.clone()) {
+        Ok(_) => panic!("the configuration is refused at load"),
+        Err(errors) => errors.to_string(),
+    }
+}
+
 async fn read_back(topic: String, count: usize) -> Vec<hookrelay::tail::TailRecord> {
     let plain = secure_kafka().plain.clone();
     tokio::task::spawn_blocking(move || {
@@ -208,10 +216,7 @@ async fn a_literal_kafka_password_is_refused_at_load() {
         .kafka
         .options
         .insert("sasl.password".to_owned(), PASSWORD.to_owned());
-    let Err(errors) = hookrelay::config::Config::from_settings(config.settings.clone()) else {
-        panic!("a literal password is refused");
-    };
-    let errors = errors.to_string();
+    let errors = load_errors(&config);
     assert!(
         errors.contains("kafka.options.\"sasl.password\""),
         "{errors}"
@@ -237,10 +242,7 @@ async fn a_kafka_property_librdkafka_refuses_is_named_without_its_value() {
         "sasl.oauthbearer.client.secret".to_owned(),
         format!("file:{}", secret_file.display()),
     );
-    let Err(errors) = hookrelay::config::Config::from_settings(config.settings.clone()) else {
-        panic!("properties librdkafka refuses are refused at load");
-    };
-    let errors = errors.to_string();
+    let errors = load_errors(&config);
     assert!(
         errors.contains("kafka.options.\"sasl.pasword\""),
         "{errors}"
@@ -294,7 +296,7 @@ async fn a_wrong_password_is_named_the_spool_keeps_every_event_and_a_restart_del
     );
     // Long enough for librdkafka to reconnect and fail several times.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    stop(&mut relay);
+    stop_relay_process(&mut relay);
     let text = std::fs::read_to_string(&log_path).unwrap();
     let naming = text
         .lines()
@@ -313,7 +315,7 @@ async fn a_wrong_password_is_named_the_spool_keeps_every_event_and_a_restart_del
     let log = std::fs::File::create(&log_path).unwrap();
     let (mut relay, _) = start_relay_process_logging(&mut config, log).await;
     let records = read_back(topic, ids.len()).await;
-    stop(&mut relay);
+    stop_relay_process(&mut relay);
     let mut delivered: Vec<&str> = records.iter().filter_map(|r| r.header("ce_id")).collect();
     delivered.sort_unstable();
     ids.sort_unstable();
@@ -321,12 +323,6 @@ async fn a_wrong_password_is_named_the_spool_keeps_every_event_and_a_restart_del
         delivered, ids,
         "every event the spool kept is delivered after the restart"
     );
-}
-
-fn stop(relay: &mut std::process::Child) {
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(relay.id() as libc::pid_t, libc::SIGTERM) };
-    let _ = relay.wait();
 }
 
 #[tokio::test]

@@ -12,7 +12,9 @@ use hookrelay::settings::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{start_relay_process, unique_prefix, Options, TestConfig, TOKEN};
+use crate::helpers::{
+    start_relay_process, stop_relay_process, unique_prefix, Options, TestConfig, TOKEN,
+};
 
 const GITHUB_SECRET: &str = "gh-secret-memory-41a0";
 /// The shipped configuration's body limit.
@@ -204,7 +206,5 @@ async fn floods_of_stalled_bodies_leave_memory_bounded_and_the_other_source_serv
     );
     assert!(growth < bound, "RSS grew {growth} bytes (bound {bound})");
 
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    let _ = relay.wait();
+    stop_relay_process(&mut relay);
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hookrelay::settings::AckMode;
 
 use crate::fixture::{cluster, Cluster, MIN_IN_SYNC, REPLICAS};
-use crate::helpers::{start_relay_process_logging, Options, TestConfig, TOKEN};
+use crate::helpers::{start_relay_process_logging, stop_relay_process, Options, TestConfig, TOKEN};
 use crate::stream::{Reader, Report, Stream};
 
 const EVENT: &str = "course.completed.50";
@@ -52,7 +52,7 @@ async fn survive(
     // Copies published late (a resend after a timeout) arrive after the originals.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seen = reader.stop();
-    stop_relay(&mut relay);
+    stop_relay_process(&mut relay);
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     let report = Report::new(&format!("{name} ({ack:?})"), &outcomes, &seen, healed, &log);
     report.record();
@@ -86,13 +86,6 @@ async fn survive(
 
 /// What one fault may cost in warnings and errors: what happened, not a line per event.
 const MAX_LOG_PROBLEMS: usize = 40;
-
-/// SIGTERM, as an orchestrator stops it, and wait.
-fn stop_relay(relay: &mut std::process::Child) {
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(relay.id() as libc::pid_t, libc::SIGTERM) };
-    let _ = relay.wait();
-}
 
 /// Sleeps while the stream runs through the fault.
 fn outage(duration: Duration) {
